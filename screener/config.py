@@ -1,0 +1,353 @@
+"""Screener's configuration: one TOML file, validated into frozen dataclasses.
+
+Every key has a default, so an empty file is a working configuration. Unknown
+keys are rejected rather than ignored, because a misspelt key that silently
+keeps its default is the hardest kind of mistake to find on a phone line.
+Every error names the dotted key and shows the bad value with ``!r``.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from screener.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/screener/screener.toml")
+CONFIG_ENV = "SCREENER_CONFIG"
+
+# The codes a predictive dialer recognises; IC and VC make it drop the number.
+SIT_CODES = ("IC", "VC", "RO", "NC")
+DTMF_KEYS = frozenset("0123456789*#")
+
+# Bounds that keep a typo from tying up the line: a menu repeated 50 times or a
+# 10-minute digit wait would hold a real caller hostage.
+MAX_ROUNDS = 10
+MAX_WAIT_SECONDS = 60.0
+
+PROMPT_NAMES = ("main_menu", "second_menu", "decoy", "goodbye", "not_in_service")
+PLACEHOLDERS = frozenset(
+    {"owner", "other", "decoy", "owner_key", "others_key", "other_key", "decoy_key"}
+)
+
+
+@dataclass(frozen=True)
+class Names:
+    """The names the menus offer."""
+
+    owner: str = "Adrian"
+    other: str = "Kim"
+    decoy: str = "James"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The DTMF keys of both menus."""
+
+    owner: str = "1"
+    others: str = "2"
+    other: str = "1"
+    decoy: str = "9"
+
+
+@dataclass(frozen=True)
+class Menu:
+    """How the menu is played: tone code, rounds and the wait for a key."""
+
+    sit_code: str = "IC"
+    rounds: int = 2
+    wait_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Spoken texts, with ``{owner}``-style placeholders, and user recordings."""
+
+    main_menu: str = (
+        "Please press {owner_key} for {owner}, and press {others_key} for "
+        "everyone else."
+    )
+    second_menu: str = "Press {other_key} for {other}. Press {decoy_key} for {decoy}."
+    decoy: str = (
+        "Please remove me from your call list. There is no {decoy} at this "
+        "phone number!"
+    )
+    goodbye: str = "Goodbye!"
+    not_in_service: str = "The number you have dialed is not in service."
+    recordings: Mapping[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sounds:
+    """Where sounds are built, and where Asterisk finds them."""
+
+    build_dir: Path = Path("sounds")
+    asterisk_dir: str = "/var/lib/asterisk/sounds/screener"
+    voice: str = "en-us"
+
+
+@dataclass(frozen=True)
+class Server:
+    """The FastAGI listening address."""
+
+    host: str = "127.0.0.1"
+    port: int = 4573
+
+
+@dataclass(frozen=True)
+class Database:
+    """The SQLite call log."""
+
+    path: Path = Path("/var/lib/screener/screener.sqlite")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    names: Names = field(default_factory=Names)
+    keys: Keys = field(default_factory=Keys)
+    menu: Menu = field(default_factory=Menu)
+    prompts: Prompts = field(default_factory=Prompts)
+    sounds: Sounds = field(default_factory=Sounds)
+    server: Server = field(default_factory=Server)
+    database: Database = field(default_factory=Database)
+    source: Path | None = None
+
+    def prompt_text(self, name: str) -> str:
+        """Return the prompt ``name`` with its placeholders filled in."""
+        template: str = getattr(self.prompts, name)
+        return template.format_map(self.placeholder_values())
+
+    def placeholder_values(self) -> dict[str, str]:
+        """Return the values the prompt placeholders stand for."""
+        return {
+            "owner": self.names.owner,
+            "other": self.names.other,
+            "decoy": self.names.decoy,
+            "owner_key": self.keys.owner,
+            "others_key": self.keys.others,
+            "other_key": self.keys.other,
+            "decoy_key": self.keys.decoy,
+        }
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Return the configuration path: explicit, then $SCREENER_CONFIG, then default."""
+    if explicit is not None:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else DEFAULT_PATH
+
+
+def load(path: Path, *, missing_ok: bool = False) -> Config:
+    """Read and validate the TOML file at ``path``."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return Config()
+        raise ConfigError("", f"configuration file not found: {str(path)!r}") from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {str(path)!r}: {exc.strerror}") from exc
+
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("", f"invalid TOML in {str(path)!r}: {exc}") from exc
+
+    return parse(document, base_dir=path.parent, source=path)
+
+
+def parse(
+    document: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
+) -> Config:
+    """Validate a decoded TOML document into a :class:`Config`."""
+    _reject_unknown(
+        "", document, [f.name for f in fields(Config) if f.name != "source"]
+    )
+    config = Config(
+        names=_parse_names(_table(document, "names")),
+        keys=_parse_keys(_table(document, "keys")),
+        menu=_parse_menu(_table(document, "menu")),
+        prompts=_parse_prompts(_table(document, "prompts"), base_dir),
+        sounds=_parse_sounds(_table(document, "sounds"), base_dir),
+        server=_parse_server(_table(document, "server")),
+        database=_parse_database(_table(document, "database"), base_dir),
+        source=source,
+    )
+    _check_keys_distinct(config.keys)
+    return config
+
+
+def _parse_names(table: Mapping[str, Any]) -> Names:
+    _reject_unknown("names", table, ["owner", "other", "decoy"])
+    values = {
+        name: _text(table, "names", name, getattr(Names, name))
+        for name in ("owner", "other", "decoy")
+    }
+    return Names(**values)
+
+
+def _parse_keys(table: Mapping[str, Any]) -> Keys:
+    _reject_unknown("keys", table, ["owner", "others", "other", "decoy"])
+    values = {}
+    for name in ("owner", "others", "other", "decoy"):
+        key = _get(table, "keys", name, str, getattr(Keys, name))
+        if key not in DTMF_KEYS:
+            raise ConfigError(
+                f"keys.{name}", f"{key!r} is not a single DTMF key (0-9, * or #)"
+            )
+        values[name] = key
+    return Keys(**values)
+
+
+def _parse_menu(table: Mapping[str, Any]) -> Menu:
+    _reject_unknown("menu", table, ["sit_code", "rounds", "wait_seconds"])
+    code = _get(table, "menu", "sit_code", str, Menu.sit_code).upper()
+    if code not in SIT_CODES:
+        valid = ", ".join(SIT_CODES)
+        raise ConfigError(
+            "menu.sit_code", f"unknown SIT code {table['sit_code']!r}; valid: {valid}"
+        )
+    rounds = _get(table, "menu", "rounds", int, Menu.rounds)
+    _check_range("menu.rounds", rounds, 1, MAX_ROUNDS)
+    wait = float(_get(table, "menu", "wait_seconds", (int, float), Menu.wait_seconds))
+    _check_range("menu.wait_seconds", wait, 0.5, MAX_WAIT_SECONDS)
+    return Menu(sit_code=code, rounds=rounds, wait_seconds=wait)
+
+
+def _parse_prompts(table: Mapping[str, Any], base_dir: Path) -> Prompts:
+    _reject_unknown("prompts", table, [*PROMPT_NAMES, "recordings"])
+    texts = {}
+    for name in PROMPT_NAMES:
+        text = _text(table, "prompts", name, getattr(Prompts, name))
+        _check_placeholders(f"prompts.{name}", text)
+        texts[name] = text
+    recordings_table = _table(table, "recordings", parent="prompts")
+    _reject_unknown("prompts.recordings", recordings_table, list(PROMPT_NAMES))
+    recordings = {
+        name: _resolve(
+            base_dir, _get(recordings_table, "prompts.recordings", name, str)
+        )
+        for name in recordings_table
+    }
+    return Prompts(**texts, recordings=recordings)
+
+
+def _parse_sounds(table: Mapping[str, Any], base_dir: Path) -> Sounds:
+    _reject_unknown("sounds", table, ["build_dir", "asterisk_dir", "voice"])
+    build_dir = _get(table, "sounds", "build_dir", str, str(Sounds.build_dir))
+    asterisk_dir = _get(table, "sounds", "asterisk_dir", str, Sounds.asterisk_dir)
+    if not asterisk_dir.startswith("/"):
+        raise ConfigError(
+            "sounds.asterisk_dir",
+            f"{asterisk_dir!r} must be an absolute path, as Asterisk sees it",
+        )
+    _check_no_control("sounds.asterisk_dir", asterisk_dir)
+    voice = _text(table, "sounds", "voice", Sounds.voice)
+    return Sounds(
+        build_dir=_resolve(base_dir, build_dir),
+        asterisk_dir=asterisk_dir.rstrip("/"),
+        voice=voice,
+    )
+
+
+def _parse_server(table: Mapping[str, Any]) -> Server:
+    _reject_unknown("server", table, ["host", "port"])
+    host = _text(table, "server", "host", Server.host)
+    port = _get(table, "server", "port", int, Server.port)
+    _check_range("server.port", port, 1, 65535)
+    return Server(host=host, port=port)
+
+
+def _parse_database(table: Mapping[str, Any], base_dir: Path) -> Database:
+    _reject_unknown("database", table, ["path"])
+    path = _get(table, "database", "path", str, str(Database.path))
+    return Database(path=_resolve(base_dir, path))
+
+
+T = TypeVar("T")
+
+
+def _get(
+    table: Mapping[str, Any],
+    section: str,
+    name: str,
+    kind: type[T] | tuple[type, ...],
+    default: Any = None,
+) -> T:
+    value = table.get(name, default)
+    # bool is a subclass of int, but `rounds = true` is a mistake, not 1.
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else "number"
+        raise ConfigError(f"{section}.{name}", f"expected a {expected}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _text(table: Mapping[str, Any], section: str, name: str, default: str) -> str:
+    value: str = _get(table, section, name, str, default)
+    if not value.strip():
+        raise ConfigError(f"{section}.{name}", f"must not be empty, got {value!r}")
+    _check_no_control(f"{section}.{name}", value)
+    return value
+
+
+def _table(
+    document: Mapping[str, Any], name: str, *, parent: str = ""
+) -> Mapping[str, Any]:
+    value = document.get(name, {})
+    if not isinstance(value, dict):
+        key = f"{parent}.{name}" if parent else name
+        raise ConfigError(key, f"expected a table, got {value!r}")
+    return value
+
+
+def _reject_unknown(section: str, table: Mapping[str, Any], known: list[str]) -> None:
+    for name in table:
+        if name not in known:
+            key = f"{section}.{name}" if section else name
+            raise ConfigError(
+                key, f"unknown setting {name!r}; known: {', '.join(known)}"
+            )
+
+
+def _check_range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(key, f"{value!r} is out of range {low}..{high}")
+
+
+def _check_no_control(key: str, value: str) -> None:
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ConfigError(key, f"contains a control character: {value!r}")
+
+
+def _check_placeholders(key: str, text: str) -> None:
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ConfigError(key, f"invalid placeholder in {text!r}: {exc}") from exc
+    for _literal, placeholder, _spec, _conversion in parsed:
+        if placeholder is not None and placeholder not in PLACEHOLDERS:
+            known = ", ".join(sorted(PLACEHOLDERS))
+            raise ConfigError(
+                key,
+                f"unknown placeholder {{{placeholder}}} in {text!r}; known: {known}",
+            )
+
+
+def _check_keys_distinct(keys: Keys) -> None:
+    if keys.owner == keys.others:
+        raise ConfigError("keys.others", f"{keys.others!r} is also keys.owner")
+    if keys.other == keys.decoy:
+        raise ConfigError("keys.decoy", f"{keys.decoy!r} is also keys.other")
+
+
+def _resolve(base_dir: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
