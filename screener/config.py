@@ -262,7 +262,8 @@ def _parse_server(table: Mapping[str, Any]) -> Server:
     _reject_unknown("server", table, ["host", "port"])
     host = _text(table, "server", "host", Server.host)
     port = _get(table, "server", "port", int, Server.port)
-    _check_range("server.port", port, 1, 65535)
+    # 0 asks the OS for a free port, which tests and the demo use.
+    _check_range("server.port", port, 0, 65535)
     return Server(host=host, port=port)
 
 

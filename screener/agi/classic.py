@@ -1,0 +1,145 @@
+"""Classic AGI: the same call flow as a process Asterisk starts per call.
+
+Name it in the dialplan as ``AGI(screener-agi)``. pyst2 reads the environment
+from stdin and speaks the protocol on stdout. Two pyst2 habits are worked
+around: it copies the environment block (caller ID included) and every
+command to the stderr it is given, which Asterisk puts in its console, so it
+gets a sink of its own; and its replies are dictionaries and exceptions of its
+own, which :class:`Pyst2Channel` turns into Screener's errors.
+
+Heavy modules (pydub, aiosmtplib) are never imported here, and the database
+module only once the call is over, so that the first command reaches Asterisk
+as soon as possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from screener import config as config_module
+from screener.agi.protocol import Environment, check_argument
+from screener.errors import ChannelHungUp, CommandFailed, ScreenerError
+from screener.records import CallRecord
+from screener.session import run_session
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# pyst2 reports a dead channel (511) as AGIUnknownError(code, message).
+DEAD_CHANNEL_CODE = 511
+
+
+class Pyst2Channel:
+    """The Channel verbs on a pyst2 ``AGI`` object."""
+
+    def __init__(self, agi: Any) -> None:
+        self._agi = agi
+
+    async def answer(self) -> None:
+        """Answer the call."""
+        self._call(self._agi.answer)
+
+    async def stream_file(self, sound: str, escape_digits: str = "") -> str | None:
+        """Play ``sound``; return the key that interrupted it, if any."""
+        check_argument(sound)
+        key: str = self._call(self._agi.stream_file, sound, escape_digits)
+        return key or None
+
+    async def wait_for_digit(self, seconds: float) -> str | None:
+        """Wait up to ``seconds`` for a key."""
+        milliseconds = max(1, round(seconds * 1000))
+        key: str = self._call(self._agi.wait_for_digit, milliseconds)
+        return key or None
+
+    async def set_variable(self, name: str, value: str) -> None:
+        """Set a channel variable."""
+        check_argument(name)
+        check_argument(value)
+        self._call(self._agi.set_variable, name, value)
+
+    async def hangup(self) -> None:
+        """Hang up the call."""
+        self._call(self._agi.hangup)
+
+    def _call(self, method: Callable[..., T], *arguments: object) -> T:
+        from asterisk import agi as pyst2
+
+        try:
+            return method(*arguments)
+        except pyst2.AGIHangup as exc:
+            raise ChannelHungUp(str(exc)) from exc
+        except pyst2.AGIAppError as exc:
+            # -1 means hang-up or failure; pyst2 has noted a SIGHUP if it was
+            # a hang-up, because Asterisk signals before it replies.
+            if self._agi._got_sighup:
+                raise ChannelHungUp(str(exc)) from exc
+            raise CommandFailed(str(exc)) from exc
+        except pyst2.AGIUnknownError as exc:
+            if exc.args and exc.args[0] == DEAD_CHANNEL_CODE:
+                raise ChannelHungUp("channel is dead (511)") from exc
+            raise CommandFailed(f"unexpected reply: {exc.args!r}") from exc
+        except pyst2.AGIError as exc:
+            raise CommandFailed(str(exc)) from exc
+        except (BrokenPipeError, EOFError) as exc:
+            raise ChannelHungUp(str(exc)) from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one screening session on stdin/stdout; return the exit status."""
+    del argv
+    _configure_logging()
+    try:
+        config = config_module.load(config_module.config_path(), missing_ok=True)
+    except ScreenerError as exc:
+        # Exit non-zero so that AGISTATUS is FAILURE and the dialplan fails open.
+        log.error("screener-agi: %s", exc)
+        return 1
+
+    from asterisk import agi as pyst2
+
+    agi = pyst2.AGI(stderr=io.StringIO())
+    environment = Environment(dict(agi.env))
+    # pyst2 keeps its debug copy in that StringIO; drop it, it holds caller ID.
+    agi.stderr = _Discard()
+    asyncio.run(run_session(Pyst2Channel(agi), environment, config, _recorder(config)))
+    return 0
+
+
+def _recorder(config: config_module.Config) -> Callable[[CallRecord], None]:
+    def record(call: CallRecord) -> None:
+        from screener.storage import open_store
+
+        store = open_store(config.database.path)
+        try:
+            store.record_call(call, report=call.outcome.is_trap)
+        finally:
+            store.close()
+
+    return record
+
+
+class _Discard(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _configure_logging() -> None:
+    # stdout belongs to the AGI protocol; log lines go to stderr, which
+    # Asterisk shows on its console with the channel name.
+    level = os.environ.get("SCREENER_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
+        format="screener-agi %(levelname)s %(name)s: %(message)s",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Configuration loading and the errors a user sees for bad values."""
+
+from pathlib import Path
+
+import pytest
+
+from screener import config as config_module
+from screener.config import Config
+from screener.errors import ConfigError
+
+
+def load_text(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "screener.toml"
+    path.write_text(text, encoding="utf-8")
+    return config_module.load(path)
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "")
+    assert config.names.owner == "Adrian"
+    assert config.keys.decoy == "9"
+    assert config.menu.rounds == 2
+    assert config.server.port == 4573
+
+
+def test_default_menu_text() -> None:
+    assert Config().prompt_text("main_menu") == (
+        "Please press 1 for Adrian, and press 2 for everyone else."
+    )
+
+
+def test_names_and_keys_fill_prompts(tmp_path: Path) -> None:
+    config = load_text(tmp_path, '[names]\ndecoy = "Rachel"\n[keys]\ndecoy = "8"\n')
+    assert config.prompt_text("second_menu") == "Press 1 for Kim. Press 8 for Rachel."
+    assert "no Rachel at" in config.prompt_text("decoy")
+
+
+def test_relative_paths_follow_config_file(tmp_path: Path) -> None:
+    config = load_text(tmp_path, '[database]\npath = "calls.sqlite"\n')
+    assert config.database.path == tmp_path / "calls.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "shown"),
+    [
+        ("[menu]\nrounds = 0\n", "menu.rounds", "0"),
+        ("[menu]\nrounds = true\n", "menu.rounds", "True"),
+        ('[menu]\nrounds = "2"\n', "menu.rounds", "'2'"),
+        ("[menu]\nwait_seconds = 600\n", "menu.wait_seconds", "600.0"),
+        ('[menu]\nsit_code = "XX"\n', "menu.sit_code", "'XX'"),
+        ('[keys]\nowner = "11"\n', "keys.owner", "'11'"),
+        ('[keys]\nothers = "1"\n', "keys.others", "'1'"),
+        ('[names]\nowner = ""\n', "names.owner", "''"),
+        ('[names]\nowner = "A\\nB"\n', "names.owner", "'A\\nB'"),
+        ("[server]\nport = 70000\n", "server.port", "70000"),
+        ('[prompts]\ngoodbye = "Bye {nobody}"\n', "prompts.goodbye", "{nobody}"),
+        ('[sounds]\nasterisk_dir = "relative"\n', "sounds.asterisk_dir", "'relative'"),
+        ("[menu]\nround = 3\n", "menu.round", "'round'"),
+        ("names = 3\n", "names", "3"),
+    ],
+)
+def test_bad_value_names_key_and_value(
+    tmp_path: Path, text: str, key: str, shown: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    assert caught.value.key == key
+    assert str(caught.value).startswith(f"{key}: ")
+    assert shown in str(caught.value)
+
+
+def test_unknown_sit_code_lists_valid_codes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="valid: IC, VC, RO, NC"):
+        load_text(tmp_path, '[menu]\nsit_code = "ZZ"\n')
+
+
+def test_invalid_toml_names_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"invalid TOML in .*screener\.toml"):
+        load_text(tmp_path, "[menu\n")
+
+
+def test_missing_explicit_file_is_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        config_module.load(tmp_path / "absent.toml")
+
+
+def test_missing_default_file_gives_defaults(tmp_path: Path) -> None:
+    config = config_module.load(tmp_path / "absent.toml", missing_ok=True)
+    assert config == Config()

@@ -1,0 +1,238 @@
+"""The FastAGI server against scripted peers on loopback.
+
+The peer here plays Asterisk's side line by line, including the ways a broken
+or hostile peer can misbehave. The real Asterisk is the peer in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from screener import config as config_module
+from screener.agi import fastagi
+from screener.agi.fastagi import FastAgiServer
+from screener.flow import Outcome, Stage
+from screener.records import CallRecord
+
+ENVIRONMENT = (
+    b"agi_network: yes\n"
+    b"agi_channel: DAHDI/1-1\n"
+    b"agi_uniqueid: 1700000000.7\n"
+    b"agi_callerid: 5550100123\n"
+    b"agi_calleridname: ACME\n"
+    b"\n"
+)
+
+Responder = Callable[[str], list[bytes]]
+
+
+class Peer:
+    """Plays Asterisk's side of one FastAGI session."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.commands: list[str] = []
+
+    async def call(self, respond: Responder, environment: bytes = ENVIRONMENT) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(environment)
+        while line := await reader.readline():
+            command = line.decode().strip()
+            self.commands.append(command)
+            for reply in respond(command):
+                writer.write(reply)
+            await writer.drain()
+        writer.close()
+
+
+def press(keys: dict[str, bytes]) -> Responder:
+    """Reply 200 to everything, and with a key to commands naming a sound."""
+
+    def respond(command: str) -> list[bytes]:
+        for sound, reply in keys.items():
+            if sound in command:
+                return [reply]
+        if command.startswith("STREAM FILE") or command.startswith("WAIT FOR"):
+            return [b"200 result=0 endpos=8000\n"]
+        return [b"200 result=1\n"]
+
+    return respond
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[FastAgiServer, list[CallRecord]]]:
+    config = config_module.parse({"server": {"port": 0}}, base_dir=Path("."))
+    calls: list[CallRecord] = []
+    instance = FastAgiServer(config, calls.append)
+    await instance.start()
+    yield instance, calls
+    await instance.close()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_owner_key_sets_ring_action(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    instance, calls = server
+    peer = Peer(instance.port)
+    await peer.call(press({"sit-ic": b"200 result=49 endpos=800\n"}))
+    await until(lambda: len(calls) == 1)
+    assert peer.commands[0] == "ANSWER"
+    assert peer.commands[1].startswith(
+        'STREAM FILE "/var/lib/asterisk/sounds/screener/sit-ic"'
+    )
+    assert 'SET VARIABLE "SCREENER_ACTION" "ring"' in peer.commands
+    assert calls[0].outcome is Outcome.PASSED_OWNER
+    assert calls[0].number == "+15550100123"
+
+
+async def test_interim_trying_line_is_skipped(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    instance, calls = server
+    peer = Peer(instance.port)
+    await peer.call(
+        press({"sit-ic": b"100 result=0 Trying...\n200 result=49 endpos=800\n"})
+    )
+    await until(lambda: len(calls) == 1)
+    assert calls[0].outcome is Outcome.PASSED_OWNER
+
+
+async def test_hangup_line_ends_call_with_stage(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    instance, calls = server
+    peer = Peer(instance.port)
+    await peer.call(press({"main-menu": b"HANGUP\n200 result=-1 endpos=100\n"}))
+    await until(lambda: len(calls) == 1)
+    assert calls[0].outcome is Outcome.TRAPPED_HANGUP
+    assert calls[0].stage is Stage.MENU
+
+
+async def test_dead_channel_511_ends_call(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    instance, calls = server
+    peer = Peer(instance.port)
+    reply = b"511 Command Not Permitted on a dead channel or intercept routine\n"
+    await peer.call(press({"sit-ic": reply}))
+    await until(lambda: len(calls) == 1)
+    assert calls[0].outcome is Outcome.TRAPPED_HANGUP
+    assert calls[0].stage is Stage.TONES
+
+
+async def test_failed_sound_probes_then_fails_open(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    instance, calls = server
+    peer = Peer(instance.port)
+    await peer.call(press({"sit-ic": b"200 result=-1 endpos=0\n"}))
+    await until(lambda: len(calls) == 1)
+    assert calls[0].outcome is Outcome.FAILED
+    assert "CHANNEL STATUS" in peer.commands
+    assert not any("SCREENER_ACTION" in command for command in peer.commands)
+
+
+async def test_usage_reply_is_read_whole(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    instance, calls = server
+    peer = Peer(instance.port)
+    usage = (
+        b"520-Invalid command syntax.  Proper usage follows:\n"
+        b"Usage: ANSWER\n"
+        b"520 End of proper usage.\n"
+    )
+    await peer.call(press({"ANSWER": usage}))
+    await until(lambda: len(calls) == 1)
+    assert calls[0].outcome is Outcome.FAILED
+    assert peer.commands == ["ANSWER"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"agi_network: yes\nagi_chan", "closed by peer"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "invalid environment line"),
+        (b"agi_x: " + b"y" * 20000 + b"\n", "longer than"),
+        (b"".join(b"agi_v%d: %s\n" % (i, b"z" * 500) for i in range(40)), "exceeds"),
+    ],
+    ids=["disconnect", "garbage", "long-line", "oversized-block"],
+)
+async def test_bad_session_start_logs_one_warning(
+    server: tuple[FastAgiServer, list[CallRecord]],
+    caplog: pytest.LogCaptureFixture,
+    payload: bytes,
+    reason: str,
+) -> None:
+    instance, calls = server
+    caplog.set_level(logging.WARNING)
+    reader, writer = await asyncio.open_connection("127.0.0.1", instance.port)
+    writer.write(payload)
+    await writer.drain()
+    if reason == "closed by peer":
+        writer.write_eof()
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""
+    writer.close()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert reason in warnings[0].getMessage()
+    assert warnings[0].exc_info is None
+    assert calls == []
+
+
+async def test_stalled_peer_is_dropped_while_others_served(
+    server: tuple[FastAgiServer, list[CallRecord]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fastagi, "ENVIRONMENT_TIMEOUT", 0.5)
+    instance, calls = server
+    stalled_reader, stalled_writer = await asyncio.open_connection(
+        "127.0.0.1", instance.port
+    )
+    stalled_writer.write(b"agi_network: yes\n")
+    cpu_before = time.process_time()
+    started = time.monotonic()
+
+    await Peer(instance.port).call(press({"sit-ic": b"200 result=49\n"}))
+    await until(lambda: len(calls) == 1)
+    assert calls[0].outcome is Outcome.PASSED_OWNER
+
+    async with asyncio.timeout(5):
+        assert await stalled_reader.read() == b""
+    elapsed = time.monotonic() - started
+    assert elapsed < 3
+    # A busy loop would burn about as much CPU as the wall time elapsed.
+    assert time.process_time() - cpu_before < 0.5 * elapsed + 0.2
+    assert any("environment block within" in r.getMessage() for r in caplog.records)
+    stalled_writer.close()
+
+
+async def test_silent_reply_times_out_command(
+    server: tuple[FastAgiServer, list[CallRecord]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from screener.agi import channel as agi_channel
+
+    monkeypatch.setattr(agi_channel, "COMMAND_TIMEOUT", 0.3)
+    instance, calls = server
+
+    def never_answer(command: str) -> list[bytes]:
+        return []
+
+    await Peer(instance.port).call(never_answer)
+    await until(lambda: len(calls) == 1)
+    assert calls[0].outcome is Outcome.FAILED
