@@ -9,6 +9,7 @@ Every error names the dotted key and shows the bad value with ``!r``.
 from __future__ import annotations
 
 import os
+import re
 import string
 import tomllib
 from collections.abc import Mapping
@@ -107,6 +108,25 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Mail:
+    """Trap reports by email; the password never lives in this file."""
+
+    enabled: bool = False
+    to: str = ""
+    sender: str = ""
+    host: str = "localhost"
+    port: int = 25
+    security: str = "none"
+    username: str = ""
+    password_file: Path | None = None
+    password_env: str = "SCREENER_SMTP_PASSWORD"
+    ca_file: Path | None = None
+    digest: str = "none"
+    attach_recordings: bool = False
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -117,6 +137,7 @@ class Config:
     sounds: Sounds = field(default_factory=Sounds)
     server: Server = field(default_factory=Server)
     database: Database = field(default_factory=Database)
+    mail: Mail = field(default_factory=Mail)
     source: Path | None = None
 
     def prompt_text(self, name: str) -> str:
@@ -179,6 +200,7 @@ def parse(
         sounds=_parse_sounds(_table(document, "sounds"), base_dir),
         server=_parse_server(_table(document, "server")),
         database=_parse_database(_table(document, "database"), base_dir),
+        mail=_parse_mail(_table(document, "mail"), base_dir),
         source=source,
     )
     _check_keys_distinct(config.keys)
@@ -271,6 +293,71 @@ def _parse_database(table: Mapping[str, Any], base_dir: Path) -> Database:
     _reject_unknown("database", table, ["path"])
     path = _get(table, "database", "path", str, str(Database.path))
     return Database(path=_resolve(base_dir, path))
+
+
+MAIL_SECURITY = ("none", "starttls", "tls")
+MAIL_DIGESTS = ("none", "hourly", "daily")
+_MAIL_KEYS = [f.name for f in fields(Mail) if f.name != "sender"] + ["from"]
+# A deliberately plain check: one @, no spaces or control characters, and a
+# dot in the domain. Full RFC 5322 syntax allows far more than any owner needs.
+_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+
+def _parse_mail(table: Mapping[str, Any], base_dir: Path) -> Mail:
+    _reject_unknown("mail", table, _MAIL_KEYS)
+    enabled = _get(table, "mail", "enabled", bool, Mail.enabled)
+    to = _get(table, "mail", "to", str, Mail.to)
+    sender = _get(table, "mail", "from", str, Mail.sender)
+    if enabled or to:
+        _check_address("mail.to", to)
+    if enabled or sender:
+        _check_address("mail.from", sender)
+    port = _get(table, "mail", "port", int, Mail.port)
+    _check_range("mail.port", port, 1, 65535)
+    timeout = float(
+        _get(table, "mail", "timeout_seconds", (int, float), Mail.timeout_seconds)
+    )
+    _check_range("mail.timeout_seconds", timeout, 1.0, 300.0)
+    return Mail(
+        enabled=enabled,
+        to=to,
+        sender=sender,
+        host=_text(table, "mail", "host", Mail.host),
+        port=port,
+        security=_choice(table, "mail", "security", MAIL_SECURITY),
+        username=_get(table, "mail", "username", str, Mail.username),
+        password_file=_optional_path(table, "mail", "password_file", base_dir),
+        password_env=_text(table, "mail", "password_env", Mail.password_env),
+        ca_file=_optional_path(table, "mail", "ca_file", base_dir),
+        digest=_choice(table, "mail", "digest", MAIL_DIGESTS),
+        attach_recordings=_get(
+            table, "mail", "attach_recordings", bool, Mail.attach_recordings
+        ),
+        timeout_seconds=timeout,
+    )
+
+
+def _check_address(key: str, value: str) -> None:
+    if not _ADDRESS.match(value):
+        raise ConfigError(key, f"invalid email address {value!r}")
+
+
+def _choice(
+    table: Mapping[str, Any], section: str, name: str, choices: tuple[str, ...]
+) -> str:
+    value = _get(table, section, name, str, choices[0])
+    if value not in choices:
+        valid = ", ".join(choices)
+        raise ConfigError(f"{section}.{name}", f"{value!r} is not one of {valid}")
+    return value
+
+
+def _optional_path(
+    table: Mapping[str, Any], section: str, name: str, base_dir: Path
+) -> Path | None:
+    if name not in table:
+        return None
+    return _resolve(base_dir, _get(table, section, name, str))
 
 
 T = TypeVar("T")

@@ -87,3 +87,32 @@ def test_missing_explicit_file_is_error(tmp_path: Path) -> None:
 def test_missing_default_file_gives_defaults(tmp_path: Path) -> None:
     config = config_module.load(tmp_path / "absent.toml", missing_ok=True)
     assert config == Config()
+
+
+def test_mail_settings_parse(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        '[mail]\nenabled = true\nto = "owner@example.org"\n'
+        'from = "screener@example.org"\nsecurity = "starttls"\nport = 587\n'
+        'password_file = "smtp.secret"\n',
+    )
+    assert config.mail.enabled
+    assert config.mail.sender == "screener@example.org"
+    assert config.mail.password_file == tmp_path / "smtp.secret"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[mail]\nenabled = true\nto = "nobody"\nfrom = "a@b.org"\n', "mail.to"),
+        ('[mail]\nenabled = true\nto = "a@b.org"\n', "mail.from"),
+        ('[mail]\nto = "a@b.org\\r\\nBcc: x@y.org"\n', "mail.to"),
+        ('[mail]\nsecurity = "ssl"\n', "mail.security"),
+        ('[mail]\ndigest = "weekly"\n', "mail.digest"),
+        ('[mail]\npassword = "hunter2"\n', "mail.password"),
+    ],
+)
+def test_bad_mail_setting_names_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    assert caught.value.key == key
