@@ -123,6 +123,8 @@ class Mail:
     ca_file: Path | None = None
     digest: str = "none"
     attach_recordings: bool = False
+    # Asterisk's MixMonitor puts a relative file name in this folder.
+    recordings_dir: Path = Path("/var/spool/asterisk/monitor")
     timeout_seconds: float = 30.0
 
 
@@ -332,6 +334,10 @@ def _parse_mail(table: Mapping[str, Any], base_dir: Path) -> Mail:
         digest=_choice(table, "mail", "digest", MAIL_DIGESTS),
         attach_recordings=_get(
             table, "mail", "attach_recordings", bool, Mail.attach_recordings
+        ),
+        recordings_dir=_resolve(
+            base_dir,
+            _get(table, "mail", "recordings_dir", str, str(Mail.recordings_dir)),
         ),
         timeout_seconds=timeout,
     )
