@@ -40,3 +40,7 @@ class SoundsError(ScreenerError):
 
 class StorageError(ScreenerError):
     """The call log database could not be opened or written."""
+
+
+class MailError(ScreenerError):
+    """A report could not be sent, or the mail settings cannot be used."""
