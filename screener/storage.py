@@ -11,8 +11,9 @@ The schema is versioned with ``PRAGMA user_version`` and migrated by
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +57,36 @@ _MIGRATIONS = (
     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
     """,
 )
+
+
+# Outbox states. A report stays 'queued' until the SMTP server accepts it
+# ('sent') or rejects it permanently ('failed'); rows are never deleted.
+QUEUED = "queued"
+SENT = "sent"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One queued, sent or failed report, with the call it reports."""
+
+    id: int
+    call: CallRecord
+    created_at: datetime
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TrapCounts:
+    """Trapped calls up to and including one call, for its report."""
+
+    same_number_before: int
+    today: int
+    all_time: int
 
 
 class Store:
@@ -112,6 +143,154 @@ class Store:
             (uniqueid,),
         )
         return _record_from_row(rows[0]) if rows else None
+
+    def due_reports(self, now: datetime, limit: int) -> list[OutboxEntry]:
+        """Return up to ``limit`` queued reports whose next attempt is due."""
+        rows = self.query(
+            f"{_OUTBOX_SELECT} WHERE o.state = ? AND o.next_attempt_at <= ?"
+            " ORDER BY o.id LIMIT ?",
+            (QUEUED, _timestamp(now), limit),
+        )
+        return [_outbox_entry_from_row(row) for row in rows]
+
+    def next_report_due_at(self) -> datetime | None:
+        """Return when the earliest queued report falls due, if any is queued."""
+        rows = self.query(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE state = ?", (QUEUED,)
+        )
+        value = rows[0][0]
+        return datetime.fromisoformat(value) if value else None
+
+    def claim_reports(
+        self, outbox_ids: Sequence[int], now: datetime, lease_until: datetime
+    ) -> bool:
+        """Lease due reports to this sender until ``lease_until``, all or none.
+
+        The lease is the next attempt time: no other sender (the CLI, a second
+        server) sees the rows as due while one is sending them, and a sender
+        that dies mid-send leaves rows that fall due again when it expires.
+        Return False, claiming nothing, if any row is no longer due.
+        """
+        marks = _marks(outbox_ids)
+        with self.transaction() as connection:
+            due = connection.execute(
+                f"SELECT COUNT(*) FROM outbox WHERE id IN ({marks})"
+                " AND state = ? AND next_attempt_at <= ?",
+                (*outbox_ids, QUEUED, _timestamp(now)),
+            ).fetchone()[0]
+            if due != len(outbox_ids):
+                return False
+            connection.execute(
+                f"UPDATE outbox SET next_attempt_at = ? WHERE id IN ({marks})",
+                (_timestamp(lease_until), *outbox_ids),
+            )
+        return True
+
+    def mark_reports_sent(self, outbox_ids: Sequence[int], sent_at: datetime) -> None:
+        """Record that the SMTP server accepted these reports."""
+        with self.transaction() as connection:
+            connection.execute(
+                "UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1,"
+                f" last_error = NULL WHERE id IN ({_marks(outbox_ids)})",
+                (SENT, _timestamp(sent_at), *outbox_ids),
+            )
+
+    def schedule_report_retry(
+        self,
+        outbox_ids: Sequence[int],
+        next_attempt_at: datetime,
+        error: str,
+        *,
+        only_if_due_at: datetime | None = None,
+    ) -> None:
+        """Count a failed attempt and set when to try again.
+
+        With ``only_if_due_at``, rows leased by another sender are left alone.
+        """
+        sql = (
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ?,"
+            f" attempts = attempts + 1 WHERE id IN ({_marks(outbox_ids)})"
+            " AND state = ?"
+        )
+        parameters: tuple[object, ...] = (
+            _timestamp(next_attempt_at),
+            error,
+            *outbox_ids,
+            QUEUED,
+        )
+        if only_if_due_at is not None:
+            sql += " AND next_attempt_at <= ?"
+            parameters += (_timestamp(only_if_due_at),)
+        with self.transaction() as connection:
+            connection.execute(sql, parameters)
+
+    def mark_reports_failed(self, outbox_ids: Sequence[int], error: str) -> None:
+        """Park reports the server rejected permanently, keeping its reply."""
+        with self.transaction() as connection:
+            connection.execute(
+                "UPDATE outbox SET state = ?, last_error = ?, attempts = attempts + 1"
+                f" WHERE id IN ({_marks(outbox_ids)})",
+                (FAILED, error, *outbox_ids),
+            )
+
+    def defer_reports(self, outbox_ids: Sequence[int], until: datetime) -> None:
+        """Move the next attempt of queued reports, without counting an attempt."""
+        with self.transaction() as connection:
+            connection.execute(
+                "UPDATE outbox SET next_attempt_at = ?"
+                f" WHERE id IN ({_marks(outbox_ids)}) AND state = ?",
+                (_timestamp(until), *outbox_ids, QUEUED),
+            )
+
+    def requeue_failed_reports(
+        self, outbox_ids: Sequence[int] | None, now: datetime
+    ) -> int:
+        """Queue failed reports again (all of them if ``outbox_ids`` is None)."""
+        sql = "UPDATE outbox SET state = ?, next_attempt_at = ? WHERE state = ?"
+        parameters: tuple[object, ...] = (QUEUED, _timestamp(now), FAILED)
+        if outbox_ids is not None:
+            sql += f" AND id IN ({_marks(outbox_ids)})"
+            parameters += tuple(outbox_ids)
+        with self.transaction() as connection:
+            return connection.execute(sql, parameters).rowcount
+
+    def outbox_entries(
+        self, states: Sequence[str], limit: int = 100
+    ) -> list[OutboxEntry]:
+        """Return reports in the given states, oldest first."""
+        rows = self.query(
+            f"{_OUTBOX_SELECT} WHERE o.state IN ({_marks(states)})"
+            " ORDER BY o.id LIMIT ?",
+            (*states, limit),
+        )
+        return [_outbox_entry_from_row(row) for row in rows]
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Return the number of reports in each state."""
+        rows = self.query("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+        return {row[0]: row[1] for row in rows}
+
+    def trap_counts(
+        self, call: CallRecord, day_start: datetime, day_end: datetime
+    ) -> TrapCounts:
+        """Count trapped calls up to ``call``: same number, that day, all time."""
+        assert call.id is not None, "the call must be logged"
+        trapped = "outcome LIKE 'trapped-%' AND id <= ?"
+        same_number = 0
+        if call.number is not None:
+            same_number = self.query(
+                f"SELECT COUNT(*) FROM calls WHERE {trapped} AND id < ? AND number = ?",
+                (call.id, call.id, call.number),
+            )[0][0]
+        today = self.query(
+            f"SELECT COUNT(*) FROM calls WHERE {trapped}"
+            " AND started_at >= ? AND started_at < ?",
+            (call.id, _timestamp(day_start), _timestamp(day_end)),
+        )[0][0]
+        all_time = self.query(
+            f"SELECT COUNT(*) FROM calls WHERE {trapped}", (call.id,)
+        )[0][0]
+        return TrapCounts(same_number, today, all_time)
 
     def query(self, sql: str, parameters: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         """Run a read-only statement and return its rows."""
@@ -170,6 +349,35 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+
+
+_OUTBOX_SELECT = (
+    "SELECT c.*, o.id AS outbox_id, o.created_at AS outbox_created_at,"
+    " o.state AS outbox_state, o.attempts AS outbox_attempts,"
+    " o.next_attempt_at AS outbox_next_attempt_at,"
+    " o.last_error AS outbox_last_error, o.sent_at AS outbox_sent_at"
+    " FROM outbox o JOIN calls c ON c.id = o.call_id"
+)
+
+
+def _marks(values: Sequence[object]) -> str:
+    if not values:
+        raise ValueError("expected at least one id")
+    return ", ".join("?" * len(values))
+
+
+def _outbox_entry_from_row(row: sqlite3.Row) -> OutboxEntry:
+    sent_at = row["outbox_sent_at"]
+    return OutboxEntry(
+        id=row["outbox_id"],
+        call=_record_from_row(row),
+        created_at=datetime.fromisoformat(row["outbox_created_at"]),
+        state=row["outbox_state"],
+        attempts=row["outbox_attempts"],
+        next_attempt_at=datetime.fromisoformat(row["outbox_next_attempt_at"]),
+        last_error=row["outbox_last_error"],
+        sent_at=datetime.fromisoformat(sent_at) if sent_at else None,
+    )
 
 
 def _timestamp(moment: datetime) -> str:
