@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import importlib.util
 import io
 import os
@@ -117,7 +118,7 @@ class LabSettings:
     handset_answer_seconds: float = 2.0
     sounds_source: Path = PROJECT_DIR / "sounds"
     project_source: Path = PROJECT_DIR
-    start_timeout_seconds: float = 60.0
+    start_timeout_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.instance.replace("-", "").isalnum():
@@ -309,6 +310,22 @@ def install_project(
     if not (package_dir / "__init__.py").is_file():
         raise LabError(f"no screener package found in {project_source}")
 
+    # Test runs in parallel share the root, so the swap below is serialized.
+    with _root_lock(root):
+        _install_project_locked(root, package_dir)
+
+
+@contextlib.contextmanager
+def _root_lock(root: Path) -> Iterator[None]:
+    with (root / ".screener-lab.lock").open("a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _install_project_locked(root: Path, package_dir: Path) -> None:
     lib_dir = resolve_in_root(root, PROJECT_LIB_DIR)
     staging = lib_dir.with_name(lib_dir.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
@@ -555,9 +572,13 @@ def start(settings: LabSettings) -> LabProcess:
         )
     install_project(settings.root, settings.project_source)
     write_config(settings)
-    copy_sounds(settings)
+    with _root_lock(settings.root):
+        copy_sounds(settings)
 
     console_log = settings.console_log
+    full_log_offset = (
+        settings.full_log.stat().st_size if settings.full_log.exists() else 0
+    )
     conf_file = settings.conf_dir / "asterisk.conf"
     command = ["chroot", str(settings.root), "asterisk", "-C", str(conf_file)]
     # -f keeps Asterisk in the foreground as our child, -n turns colors off.
@@ -576,7 +597,7 @@ def start(settings: LabSettings) -> LabProcess:
     settings.pid_file.write_text(f"{process.pid}\n")
     lab = LabProcess(settings=settings, pid=process.pid, process=process)
     try:
-        wait_for_ami(settings, process)
+        wait_for_ami(settings, process, full_log_offset)
     except BaseException:
         lab.stop()
         raise
@@ -584,12 +605,26 @@ def start(settings: LabSettings) -> LabProcess:
 
 
 def wait_for_ami(
-    settings: LabSettings, process: subprocess.Popen[bytes] | None = None
+    settings: LabSettings,
+    process: subprocess.Popen[bytes] | None = None,
+    full_log_offset: int = 0,
 ) -> None:
-    """Poll until AMI accepts a login and Asterisk is fully booted."""
+    """Poll until AMI accepts a login and Asterisk is fully booted.
+
+    Fails early when the part of the full log after full_log_offset shows that
+    AMI could not bind its port, which Asterisk logs but survives.
+    """
     deadline = time.monotonic() + settings.start_timeout_seconds
     last_error = "no attempt made"
     while time.monotonic() < deadline:
+        bind_error = _find_log_line(
+            settings.full_log, full_log_offset, "Unable to bind AMI server"
+        )
+        if bind_error is not None:
+            raise LabError(
+                f"AMI port {settings.ami_port} is not available: {bind_error}; "
+                "choose another port with --ami-port"
+            )
         if process is not None and process.poll() is not None:
             raise LabError(
                 f"Asterisk exited with status {process.returncode} during start; "
@@ -608,6 +643,19 @@ def wait_for_ami(
         f"within {settings.start_timeout_seconds:g} s ({last_error}); "
         f"see {settings.console_log} and {settings.full_log}"
     )
+
+
+def _find_log_line(path: Path, offset: int, needle: str) -> str | None:
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if needle in line:
+            return line.strip()
+    return None
 
 
 def ami_login_succeeds(settings: LabSettings, deadline: float) -> bool:
