@@ -2,21 +2,24 @@
 
 Provisioning builds the Debian root once (about half a minute) and reuses it
 afterwards. A failure to provision or start makes the tests error, never skip.
+Each pytest process gets its own lab instance and free loopback ports, so
+several test runs can share one root at the same time.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from screener import lab as lab_module
 from screener.lab import LabProcess, LabSettings
-from tests.e2e.lab_calls import LAB_AGI_PORT
 
-# Non-default ports so the tests can run beside a demo lab or a real Asterisk.
-E2E_AMI_PORT = 15038
+INSTANCE_PREFIX = "e2e-"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,14 +28,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.asterisk)
 
 
+def _free_port() -> int:
+    """Return a loopback TCP port that is free now (another process may race)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _stop_orphaned_instances(root: Path) -> None:
+    """Stop e2e instances whose pytest process no longer exists.
+
+    An interrupted run leaves its Asterisk running; the pid in the instance
+    name tells whether its owner is still alive.
+    """
+    run_dir = lab_module.resolve_in_root(root, lab_module.PurePosixPath("/run"))
+    for folder in (run_dir / "screener-lab").glob(f"{INSTANCE_PREFIX}*"):
+        owner = folder.name.removeprefix(INSTANCE_PREFIX)
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            lab_module.stop(LabSettings(root=root, instance=folder.name))
+
+
 @pytest.fixture(scope="session")
 def lab_settings() -> LabSettings:
     return LabSettings(
-        instance="e2e",
-        ami_port=E2E_AMI_PORT,
+        instance=f"{INSTANCE_PREFIX}{os.getpid()}",
+        ami_port=_free_port(),
         ami_user="e2e",
         ami_secret=secrets.token_hex(12),
-        agi=f"agi://127.0.0.1:{LAB_AGI_PORT}",
+        agi=f"agi://127.0.0.1:{_free_port()}",
         ring_timeout_seconds=10,
         handset_answer_seconds=1.0,
     )
@@ -42,8 +66,7 @@ def lab_settings() -> LabSettings:
 def lab(lab_settings: LabSettings) -> Iterator[LabProcess]:
     """Start the lab Asterisk for the session and stop it at the end."""
     lab_module.provision(lab_settings.root)
-    # An interrupted earlier run may have left this instance running.
-    lab_module.stop(lab_settings)
+    _stop_orphaned_instances(lab_settings.root)
     process = lab_module.start(lab_settings)
     try:
         yield process

@@ -16,14 +16,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from panoramisk import Manager
 
 from screener.lab import AMI_HOST, LabProcess
 
-# FastAGI port that the e2e lab's SCREENER_AGI points at; a test that needs a
-# Screener server listens here.
-LAB_AGI_PORT = 14573
 # Seconds allowed beyond a call's max_seconds for hangup and the recording.
 CALL_MARGIN_SECONDS = 10.0
 
@@ -56,8 +54,22 @@ class CallResult:
     # Hangup events of every channel of the call, by channel name.
     hangups: dict[str, dict[str, str]] = field(default_factory=dict)
     duration_seconds: float = 0.0
+    # Last value of each channel variable set on the line half (VarSet events),
+    # such as SCREENER_ACTION and AGISTATUS.
+    line_variables: dict[str, str] = field(default_factory=dict)
     # Every AMI event of the call's channels, in arrival order, for debugging.
     events: list[dict[str, str]] = field(default_factory=list)
+
+
+def agi_port(lab: LabProcess) -> int:
+    """Return the FastAGI port that the lab's SCREENER_AGI points at.
+
+    A test that needs a FastAGI server listens there on 127.0.0.1.
+    """
+    url = urlsplit(lab.settings.agi)
+    if url.scheme != "agi" or url.port is None:
+        raise ValueError(f"lab AGI target {lab.settings.agi!r} is not a FastAGI URL")
+    return url.port
 
 
 def _event_dict(message: Any) -> dict[str, str]:
@@ -244,6 +256,8 @@ async def _follow_call(
         if name == "Newchannel":
             seen_any = True
             live_channels.add(uniqueid)
+        elif name == "VarSet" and uniqueid == result.line_uniqueid:
+            result.line_variables[event.get("Variable", "")] = event.get("Value", "")
         elif name == "Hangup":
             live_channels.discard(uniqueid)
             result.hangups[channel] = event

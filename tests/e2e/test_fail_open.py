@@ -7,13 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from screener.lab import LabProcess
-from tests.e2e.lab_calls import LAB_AGI_PORT, place_call
+from tests.e2e.lab_calls import agi_port, place_call
 
 CALLER = '"Pat Example" <5551234567>'
 
 
 @contextlib.asynccontextmanager
-async def closing_agi_server() -> AsyncIterator[list[int]]:
+async def closing_agi_server(port: int) -> AsyncIterator[list[int]]:
     """Run a FastAGI server that accepts each connection and closes it at once.
 
     Yields a list that counts the accepted connections.
@@ -27,7 +27,7 @@ async def closing_agi_server() -> AsyncIterator[list[int]]:
         writer.close()
         await writer.wait_closed()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", LAB_AGI_PORT)
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
     try:
         yield accepted
     finally:
@@ -38,6 +38,7 @@ async def closing_agi_server() -> AsyncIterator[list[int]]:
 async def test_no_agi_server_rings_handsets(lab: LabProcess) -> None:
     result = await place_call(lab, keys=[], caller_id=CALLER, max_seconds=15)
 
+    assert result.line_variables["AGISTATUS"] == "FAILURE"
     assert len(result.rings) == 1
     ring = result.rings[0]
     assert ring.handset == "handsets"
@@ -46,10 +47,11 @@ async def test_no_agi_server_rings_handsets(lab: LabProcess) -> None:
 
 
 async def test_agi_server_closing_rings_handsets(lab: LabProcess) -> None:
-    async with closing_agi_server() as accepted:
+    async with closing_agi_server(agi_port(lab)) as accepted:
         result = await place_call(lab, keys=[], caller_id=CALLER, max_seconds=15)
 
     assert len(accepted) == 1
+    assert result.line_variables["SCREENER_ACTION"] == ""
     assert len(result.rings) == 1
     ring = result.rings[0]
     assert ring.handset == "handsets"
