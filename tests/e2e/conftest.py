@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -42,7 +42,7 @@ def _stop_orphaned_instances(root: Path) -> None:
     An interrupted run leaves its Asterisk running; the pid in the instance
     name tells whether its owner is still alive.
     """
-    run_dir = lab_module.resolve_in_root(root, lab_module.PurePosixPath("/run"))
+    run_dir = lab_module.resolve_in_root(root, PurePosixPath("/run"))
     for folder in (run_dir / "screener-lab").glob(f"{INSTANCE_PREFIX}*"):
         owner = folder.name.removeprefix(INSTANCE_PREFIX)
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
