@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from screener.lab import LabProcess
-from tests.e2e.lab_calls import agi_port, place_call
+from screener.ami.calls import agi_port, place_call
 
 CALLER = '"Pat Example" <5551234567>'
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from screener.lab import LabProcess
-from tests.e2e.lab_calls import ami_command, get_global, override_global
+from screener.ami.calls import ami_command, get_global, override_global
 
 
 async def test_dialplan_loads(lab: LabProcess) -> None:

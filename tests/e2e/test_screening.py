@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from screener.lab import LabProcess
-from tests.e2e.lab_calls import CallResult, agi_port, place_call
+from screener.ami.calls import CallResult, agi_port, place_call
 
 CALLER = '"Pat Example" <5551234567>'
 SERVER_START_SECONDS = 15.0

@@ -1,0 +1,1 @@
+"""Tools that drive Asterisk over its Manager Interface (AMI), with panoramisk."""
