@@ -418,6 +418,8 @@ full => notice,warning,error,verbose,dtmf
 enabled = yes
 bindaddr = {AMI_HOST}
 port = {settings.ami_port}
+; Tests time the gap between AGI commands from these timestamps.
+timestampevents = yes
 
 [{settings.ami_user}]
 secret = {settings.ami_secret}
