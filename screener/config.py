@@ -129,6 +129,24 @@ class Mail:
 
 
 @dataclass(frozen=True)
+class Ami:
+    """The Asterisk Manager Interface login of ``watch``, ``test-call``, ``status``.
+
+    The secret comes from ``secret_file`` when set, then ``secret``, then the
+    environment variable named by ``secret_env``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "screener"
+    # Allowed for convenience; keep the file mode 0600 when it is set.
+    secret: str = field(default="", repr=False)
+    secret_file: Path | None = None
+    secret_env: str = "SCREENER_AMI_SECRET"
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -140,6 +158,7 @@ class Config:
     server: Server = field(default_factory=Server)
     database: Database = field(default_factory=Database)
     mail: Mail = field(default_factory=Mail)
+    ami: Ami = field(default_factory=Ami)
     source: Path | None = None
 
     def prompt_text(self, name: str) -> str:
@@ -203,6 +222,7 @@ def parse(
         server=_parse_server(_table(document, "server")),
         database=_parse_database(_table(document, "database"), base_dir),
         mail=_parse_mail(_table(document, "mail"), base_dir),
+        ami=_parse_ami(_table(document, "ami"), base_dir),
         source=source,
     )
     _check_keys_distinct(config.keys)
@@ -339,6 +359,29 @@ def _parse_mail(table: Mapping[str, Any], base_dir: Path) -> Mail:
             base_dir,
             _get(table, "mail", "recordings_dir", str, str(Mail.recordings_dir)),
         ),
+        timeout_seconds=timeout,
+    )
+
+
+def _parse_ami(table: Mapping[str, Any], base_dir: Path) -> Ami:
+    _reject_unknown("ami", table, [f.name for f in fields(Ami)])
+    port = _get(table, "ami", "port", int, Ami.port)
+    _check_range("ami.port", port, 1, 65535)
+    timeout = float(
+        _get(table, "ami", "timeout_seconds", (int, float), Ami.timeout_seconds)
+    )
+    _check_range("ami.timeout_seconds", timeout, 1.0, 300.0)
+    secret = _get(table, "ami", "secret", str, Ami.secret)
+    # The secret goes into an AMI header line, which a line break would end.
+    if "\r" in secret or "\n" in secret:
+        raise ConfigError("ami.secret", "contains a line break")
+    return Ami(
+        host=_text(table, "ami", "host", Ami.host),
+        port=port,
+        username=_text(table, "ami", "username", Ami.username),
+        secret=secret,
+        secret_file=_optional_path(table, "ami", "secret_file", base_dir),
+        secret_env=_text(table, "ami", "secret_env", Ami.secret_env),
         timeout_seconds=timeout,
     )
 
