@@ -31,7 +31,17 @@ DTMF_KEYS = frozenset("0123456789*#")
 MAX_ROUNDS = 10
 MAX_WAIT_SECONDS = 60.0
 
-PROMPT_NAMES = ("main_menu", "second_menu", "decoy", "goodbye", "not_in_service")
+PROMPT_NAMES = (
+    "main_menu",
+    "second_menu",
+    "decoy",
+    "goodbye",
+    "not_in_service",
+    "blocked_last",
+    "unblocked_last",
+    "allowed_last",
+    "no_last_caller",
+)
 PLACEHOLDERS = frozenset(
     {"owner", "other", "decoy", "owner_key", "others_key", "other_key", "decoy_key"}
 )
@@ -80,6 +90,11 @@ class Prompts:
     )
     goodbye: str = "Goodbye!"
     not_in_service: str = "The number you have dialed is not in service."
+    # Confirmations of the handset feature codes.
+    blocked_last: str = "The last caller is now blocked."
+    unblocked_last: str = "The last caller is no longer blocked."
+    allowed_last: str = "The last caller is now allowed."
+    no_last_caller: str = "There is no last caller with a number."
     recordings: Mapping[str, Path] = field(default_factory=dict)
 
 
@@ -129,6 +144,33 @@ class Mail:
 
 
 @dataclass(frozen=True)
+class CallerIdSettings:
+    """How received caller ID numbers are read."""
+
+    # Country calling code of the line, used to turn national numbers (and
+    # list entries written without "+") into E.164.
+    country_code: str = "1"
+
+
+# Treatments of callers without a usable number (withheld, unavailable or
+# invalid): the menu like anyone else, or the blocked treatment.
+WITHHELD_TREATMENTS = ("menu", "block")
+
+
+@dataclass(frozen=True)
+class Lists:
+    """The allow and block lists: withheld callers and learning from calls."""
+
+    withheld: str = "menu"
+    # A number whose caller pressed the owner's key is added to the allow list.
+    allow_after_owner_key: bool = False
+    # A number whose caller pressed the decoy's key is added to the block list.
+    block_after_decoy: bool = True
+    # A number whose caller pressed nothing through every round is blocked.
+    block_after_silence: bool = False
+
+
+@dataclass(frozen=True)
 class Ami:
     """The Asterisk Manager Interface login of ``watch``, ``test-call``, ``status``.
 
@@ -159,6 +201,8 @@ class Config:
     database: Database = field(default_factory=Database)
     mail: Mail = field(default_factory=Mail)
     ami: Ami = field(default_factory=Ami)
+    callerid: CallerIdSettings = field(default_factory=CallerIdSettings)
+    lists: Lists = field(default_factory=Lists)
     source: Path | None = None
 
     def prompt_text(self, name: str) -> str:
@@ -223,6 +267,8 @@ def parse(
         database=_parse_database(_table(document, "database"), base_dir),
         mail=_parse_mail(_table(document, "mail"), base_dir),
         ami=_parse_ami(_table(document, "ami"), base_dir),
+        callerid=_parse_callerid(_table(document, "callerid")),
+        lists=_parse_lists(_table(document, "lists")),
         source=source,
     )
     _check_keys_distinct(config.keys)
@@ -315,6 +361,39 @@ def _parse_database(table: Mapping[str, Any], base_dir: Path) -> Database:
     _reject_unknown("database", table, ["path"])
     path = _get(table, "database", "path", str, str(Database.path))
     return Database(path=_resolve(base_dir, path))
+
+
+# ITU-T E.164 country calling codes have one to three digits and never start
+# with 0.
+_COUNTRY_CODE = re.compile(r"^[1-9][0-9]{0,2}$")
+
+
+def _parse_callerid(table: Mapping[str, Any]) -> CallerIdSettings:
+    _reject_unknown("callerid", table, ["country_code"])
+    code = _get(
+        table, "callerid", "country_code", str, CallerIdSettings.country_code
+    ).removeprefix("+")
+    if not _COUNTRY_CODE.match(code):
+        raise ConfigError(
+            "callerid.country_code",
+            f"{table['country_code']!r} is not a country calling code;"
+            ' write 1 to 3 digits, such as "1" or "44"',
+        )
+    return CallerIdSettings(country_code=code)
+
+
+def _parse_lists(table: Mapping[str, Any]) -> Lists:
+    flags = ["allow_after_owner_key", "block_after_decoy", "block_after_silence"]
+    _reject_unknown("lists", table, ["withheld", *flags])
+    values = {
+        name: _get(table, "lists", name, bool, getattr(Lists, name)) for name in flags
+    }
+    return Lists(
+        withheld=_choice(table, "lists", "withheld", WITHHELD_TREATMENTS),
+        allow_after_owner_key=values["allow_after_owner_key"],
+        block_after_decoy=values["block_after_decoy"],
+        block_after_silence=values["block_after_silence"],
+    )
 
 
 MAIL_SECURITY = ("none", "starttls", "tls")
