@@ -1,0 +1,1 @@
+"""Benchmarks of Screener's AGI servers; run them with ``bench/run``."""

@@ -1,0 +1,5 @@
+"""The smallest classic AGI script: construct pyst2's ``AGI`` and answer."""
+
+from asterisk.agi import AGI
+
+AGI().answer()

@@ -1,0 +1,157 @@
+"""Part 3: start-up of a classic AGI process, to its first command.
+
+Each repetition starts the program with pipes for stdin and stdout, writes a
+canned environment block, reads until the first command line, takes the peak
+RSS from wait4 and kills the process. ``python -X importtime`` then lists what
+the program imported before that first command.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import loadgen, procfs, servers
+from bench.fastagi_load import percentile
+
+BARE_PYST2 = servers.BENCH_DIR / "bare_pyst2.py"
+FIRST_LINE_TIMEOUT = 10.0
+# Modules that must not load before the first command of screener-agi.
+HEAVY_MODULES = (
+    "pydub",
+    "aiosmtplib",
+    "sqlite3",
+    "screener.storage",
+    "email",
+    "numpy",
+    "panoramisk",
+)
+
+
+def _programs() -> dict[str, list[str]]:
+    bin_dir = Path(sys.executable).parent
+    return {
+        "screener-agi": [str(bin_dir / "screener-agi")],
+        "bare pyst2": [sys.executable, str(BARE_PYST2)],
+    }
+
+
+def time_to_first_command(
+    command: list[str], environment: dict[str, str]
+) -> tuple[float, int, str, bytes]:
+    """Start ``command``; return (seconds, peak RSS KiB, first line, stderr)."""
+    full = command
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        full,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        process.stdin.write(loadgen.environment_block(1))
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], FIRST_LINE_TIMEOUT)
+        line = (
+            process.stdout.readline().decode(errors="replace").strip() if ready else ""
+        )
+        elapsed = time.perf_counter() - started
+        peak = procfs.status_kib(process.pid, "VmHWM") if line else 0
+    finally:
+        process.send_signal(signal.SIGKILL)
+        stderr = process.stderr.read() if process.stderr is not None else b""
+        process.wait()
+        process.stdin.close()
+        process.stdout.close()
+    if not line:
+        raise RuntimeError(
+            f"{full!r} sent no command within {FIRST_LINE_TIMEOUT:.0f} s;"
+            f" its stderr:\n{stderr.decode(errors='replace')}"
+        )
+    return elapsed, peak, line, stderr
+
+
+def run_part(quick: bool) -> dict[str, object]:
+    """Measure both programs, alternating them, and list screener-agi's imports."""
+    repetitions = 20 if quick else 100
+    with tempfile.TemporaryDirectory(prefix="screener-bench-") as temporary:
+        config = servers.write_config(Path(temporary))
+        environment = dict(os.environ, SCREENER_CONFIG=str(config))
+        environment["PYTHONPATH"] = str(servers.PROJECT_DIR)
+        programs = _programs()
+        times: dict[str, list[float]] = {name: [] for name in programs}
+        peaks: dict[str, list[int]] = {name: [] for name in programs}
+        first_lines: dict[str, str] = {}
+        for _ in range(repetitions):
+            for name, command in programs.items():
+                seconds, peak, line, _stderr = time_to_first_command(
+                    command, environment
+                )
+                times[name].append(seconds)
+                peaks[name].append(peak)
+                first_lines[name] = line
+        imports = import_times(programs["screener-agi"], environment)
+    result: dict[str, object] = {"repetitions": repetitions}
+    for name in programs:
+        result[name] = {
+            "first_command": first_lines[name],
+            "median_ms": statistics.median(times[name]) * 1000,
+            "p90_ms": percentile(times[name], 0.9) * 1000,
+            "peak_rss_kib_median": int(statistics.median(peaks[name])),
+        }
+    result["imports"] = imports
+    for name in programs:
+        figures = result[name]
+        assert isinstance(figures, dict)
+        print(
+            f"  {name:13} first command {figures['median_ms']:6.1f} ms median,"
+            f" {figures['p90_ms']:6.1f} ms p90,"
+            f" peak RSS {figures['peak_rss_kib_median'] / 1024:5.1f} MiB",
+            flush=True,
+        )
+    return result
+
+
+def import_times(command: list[str], environment: dict[str, str]) -> dict[str, object]:
+    """Run ``command`` under ``-X importtime`` up to its first command."""
+    python = [sys.executable, "-X", "importtime"]
+    _seconds, _peak, _line, stderr = time_to_first_command(
+        [*python, *command], environment
+    )
+    # Lines read "import time: <self us> | <cumulative us> | <indent><name>",
+    # with two spaces of indent per nesting level.
+    modules: list[tuple[str, int, int]] = []
+    for raw in stderr.decode(errors="replace").splitlines():
+        if not raw.startswith("import time:") or "imported package" in raw:
+            continue
+        _self, cumulative, indented = raw.split("|")
+        name = indented[1:]
+        depth = (len(name) - len(name.lstrip())) // 2
+        modules.append((name.strip(), int(cumulative), depth))
+    top_level = sorted(
+        (m for m in modules if m[2] == 0), key=lambda m: m[1], reverse=True
+    )
+    loaded = {name for name, _, _ in modules}
+    heavy = [
+        name
+        for name in loaded
+        if any(name == h or name.startswith(h + ".") for h in HEAVY_MODULES)
+    ]
+    return {
+        "total_ms": sum(m[1] for m in modules if m[2] == 0) / 1000,
+        "biggest": [
+            {"module": name, "cumulative_ms": us / 1000}
+            for name, us, _ in top_level[:8]
+        ],
+        "heavy_before_first_command": sorted(heavy),
+    }
