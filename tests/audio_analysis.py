@@ -296,3 +296,42 @@ def sit_code(tones: list[ToneSegment]) -> str | None:
         if not sit_deviations(tones, code):
             return code
     return None
+
+
+def find_occurrences(
+    samples: Samples, template: Samples, *, threshold: float = 0.7
+) -> list[int]:
+    """Return the sample offsets where ``template`` plays in ``samples``.
+
+    Normalised cross-correlation: 1.0 is an exact copy at any level. A prompt
+    played through Asterisk into a recording stays sample-exact apart from
+    level and a little mixing noise, so a threshold of 0.7 finds each playback
+    and rejects other prompts. Matches closer than one template apart are one
+    playback, reported at its best-correlated offset.
+
+    A recording may stop a frame or two before the last prompt ends, because
+    Asterisk hangs up as the playback finishes, so the end of the recording
+    is padded with silence worth a tenth of the template.
+    """
+    pattern = template.astype(np.float64)
+    padding = np.zeros(len(pattern) // 10)
+    signal = np.concatenate((samples.astype(np.float64), padding))
+    if len(signal) < len(pattern):
+        return []
+    size = 1 << (len(signal) + len(pattern)).bit_length()
+    spectrum = np.fft.rfft(signal, size) * np.conj(np.fft.rfft(pattern, size))
+    correlation = np.fft.irfft(spectrum, size)[: len(signal) - len(pattern) + 1]
+    energy = np.concatenate(([0.0], np.cumsum(signal**2)))
+    window = energy[len(pattern) :] - energy[: -len(pattern)]
+    norm = np.sqrt(np.maximum(window, 1e-9) * float(np.sum(pattern**2)))
+    score = correlation / norm
+    found: list[int] = []
+    next_allowed = 0
+    for index in np.flatnonzero(score >= threshold):
+        if index < next_allowed:
+            continue
+        end = min(int(index) + len(pattern), len(score))
+        best = int(index) + int(np.argmax(score[index:end]))
+        found.append(best)
+        next_allowed = best + len(pattern)
+    return found

@@ -9,6 +9,7 @@ from tests.audio_analysis import (
     Samples,
     count_sit,
     dominant_frequency,
+    find_occurrences,
     find_sit,
     find_tones,
     gaps,
@@ -158,3 +159,19 @@ def test_mu_law_round_trip_keeps_sit() -> None:
     quantised = np.round(compressed * 127) / 127
     expanded = np.sign(quantised) * ((1 + mu) ** np.abs(quantised) - 1) / mu
     assert sit_code(find_sit(expanded, RATE)) == "IC"
+
+
+def test_occurrences_found_at_each_offset() -> None:
+    rng = np.random.default_rng(7)
+    template = rng.normal(0, 3000, 4000)
+    recording = rng.normal(0, 30, 40000)
+    for offset in (1000, 20000):
+        recording[offset : offset + 4000] += template * 0.5
+    assert find_occurrences(recording, template) == [1000, 20000]
+
+
+def test_occurrences_reject_other_sound() -> None:
+    rng = np.random.default_rng(8)
+    template = rng.normal(0, 3000, 4000)
+    recording = rng.normal(0, 3000, 40000)
+    assert find_occurrences(recording, template) == []

@@ -91,11 +91,18 @@ class Pyst2Channel:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one screening session on stdin/stdout; return the exit status."""
-    del argv
+    """Run one screening session on stdin/stdout; return the exit status.
+
+    The only argument, if given, is the configuration file, as in
+    ``AGI(screener-agi,/etc/screener/screener.toml)``; otherwise
+    $SCREENER_CONFIG or the default path is read.
+    """
+    arguments = sys.argv[1:] if argv is None else list(argv)
     _configure_logging()
+    explicit = arguments[0] if arguments else None
     try:
-        config = config_module.load(config_module.config_path(), missing_ok=True)
+        path = config_module.config_path(explicit)
+        config = config_module.load(path, missing_ok=explicit is None)
     except ScreenerError as exc:
         # Exit non-zero so that AGISTATUS is FAILURE and the dialplan fails open.
         log.error("screener-agi: %s", exc)
