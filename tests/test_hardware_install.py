@@ -196,7 +196,7 @@ def remove_root(root: Path) -> None:
     """Delete a test root, but never while something is mounted inside it.
 
     The installer bind-mounts the host's /dev and /proc into the root and
-    unmounts them on exit; deleting through a leftover bind mount would
+    unmounts them on exit. Deleting through a leftover bind mount would
     delete the host's device nodes.
     """
     for folder in ("dev", "proc"):
