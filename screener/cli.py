@@ -14,8 +14,8 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from screener import __version__
 from screener import config as config_module
@@ -80,6 +80,8 @@ def _build_parser() -> argparse.ArgumentParser:
     build.set_defaults(handler=_sounds_build)
     sounds_check = sounds_commands.add_parser("check", help="check built sounds")
     sounds_check.set_defaults(handler=_sounds_check)
+
+    _add_ami_commands(commands)
 
     demo = commands.add_parser(
         "demo", help="start a local Asterisk and Screener and place sample calls"
@@ -182,6 +184,126 @@ def _sounds_check(arguments: argparse.Namespace) -> int:
     for problem in problems:
         print(problem)
     return 1 if problems else 0
+
+
+def _add_ami_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    watch = commands.add_parser(
+        "watch", help="show the calls on the line live, from Asterisk's events"
+    )
+    watch.set_defaults(handler=_watch)
+
+    test_call = commands.add_parser(
+        "test-call",
+        help="place a call into screener-incoming, press keys and report",
+    )
+    test_call.add_argument(
+        "--keys",
+        nargs="+",
+        metavar="KEY",
+        help="keys to press, one per menu prompt, or 'none' to stay silent "
+        "(default: keys.owner)",
+    )
+    test_call.add_argument(
+        "--caller-id",
+        default=None,
+        help='caller ID of the call, as "Name <number>" '
+        '(default: "Screener test" <5550100>)',
+    )
+    test_call.add_argument(
+        "--handsets",
+        default="",
+        help="dial string to ring instead of the stand-in handsets, or "
+        "'configured' to ring the installation's own SCREENER_HANDSETS",
+    )
+    test_call.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120.0,
+        help="the test caller hangs up after this many seconds (default 120)",
+    )
+    test_call.set_defaults(handler=_test_call)
+
+    status = commands.add_parser(
+        "status", help="check Asterisk, the server, sounds, database and mail"
+    )
+    status.set_defaults(handler=_status)
+
+
+def _watch(arguments: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from screener.ami.client import ami_settings
+    from screener.ami.events import CallStage
+    from screener.ami.watch import Notice, watch
+
+    config = _load(arguments)
+    settings = ami_settings(config)
+
+    def show_stage(stage: CallStage) -> None:
+        when = datetime.fromtimestamp(stage.timestamp)
+        print(f"{when:%H:%M:%S}  {stage.channel}  {stage.describe()}", flush=True)
+
+    def show_notice(notice: Notice) -> None:
+        print(f"{datetime.now():%H:%M:%S}  -- {notice.text}", flush=True)
+
+    asyncio.run(_until_signal(watch(settings, show_stage, show_notice)))
+    return 0
+
+
+async def _until_signal(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until it ends or SIGINT or SIGTERM arrives."""
+    task = asyncio.create_task(work)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _test_call(arguments: argparse.Namespace) -> int:
+    from screener.ami.client import ami_settings
+    from screener.ami.testcall import DEFAULT_CALLER_ID, describe, run_test_call
+
+    config = _load(arguments)
+    keys = arguments.keys or [config.keys.owner]
+    if keys == ["none"]:
+        keys = []
+    for key in keys:
+        if not key or any(digit not in config_module.DTMF_KEYS for digit in key):
+            print(f"screener: invalid key {key!r}: use 0-9, * or #", file=sys.stderr)
+            return EXIT_ERROR
+    result = asyncio.run(
+        run_test_call(
+            config,
+            ami_settings(config),
+            keys=keys,
+            caller_id=arguments.caller_id or DEFAULT_CALLER_ID,
+            handsets=arguments.handsets,
+            max_seconds=arguments.max_seconds,
+        )
+    )
+    for line in describe(result):
+        print(line)
+    for problem in result.problems:
+        print(f"PROBLEM: {problem}")
+    if result.problems:
+        return 1
+    print(f"test call OK: SCREENER_ACTION={result.action}")
+    return 0
+
+
+def _status(arguments: argparse.Namespace) -> int:
+    from screener.ami.status import Level, run_checks
+
+    config = _load(arguments)
+    checks = asyncio.run(run_checks(config))
+    for check in checks:
+        print(f"{check.level:4}  {check.name:9} {check.detail}")
+        if check.fix and check.level in (Level.FAIL, Level.WARN):
+            print(f"{'':15}fix: {check.fix}")
+    failed = sum(1 for check in checks if check.level is Level.FAIL)
+    print(f"{failed} problem(s)" if failed else "all checks passed")
+    return 1 if failed else 0
 
 
 def _demo(arguments: argparse.Namespace) -> int:
