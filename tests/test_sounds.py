@@ -25,7 +25,7 @@ from screener.sounds import (
     sit_sound,
     sound_prompt,
 )
-from screener.sounds.build import MANIFEST_NAME
+from screener.sounds.builder import MANIFEST_NAME
 from tests.audio_analysis import (
     active_level_dbfs,
     dominant_frequency,

@@ -3,10 +3,16 @@
 ``build`` writes them into ``config.sounds.build_dir``, ``check`` reports what
 is missing or stale, and ``required_sounds`` lists the basenames the call flow
 plays. pydub is imported only when a prompt is converted.
+
+The call flow imports ``screener.sounds.names`` at every classic AGI start, and
+Python runs this file first, so the builder and checker load only when used.
 """
 
-from screener.sounds.build import BuildReport, build
-from screener.sounds.check import check
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from screener.sounds.names import (
     all_sounds,
     prompt_sound,
@@ -14,6 +20,10 @@ from screener.sounds.names import (
     sit_sound,
     sound_prompt,
 )
+
+if TYPE_CHECKING:
+    from screener.sounds.builder import BuildReport, build
+    from screener.sounds.checker import check
 
 __all__ = [
     "BuildReport",
@@ -25,3 +35,16 @@ __all__ = [
     "sit_sound",
     "sound_prompt",
 ]
+
+_LAZY = {
+    "BuildReport": "screener.sounds.builder",
+    "build": "screener.sounds.builder",
+    "check": "screener.sounds.checker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'screener.sounds' has no attribute {name!r}")
+    return getattr(importlib.import_module(module_name), name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from screener.config import Config
 from screener.errors import SoundsError
-from screener.sounds.build import is_current, plan, read_manifest
+from screener.sounds.builder import is_current, plan, read_manifest
 from screener.sounds.names import SOUND_EXTENSION, required_sounds
 from screener.sounds.tones import SAMPLE_RATE, SAMPLE_WIDTH
 
