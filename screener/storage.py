@@ -56,6 +56,33 @@ _MIGRATIONS = (
     );
     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
     """,
+    # The allow and block lists (screener.lists). list_changes.counter grows on
+    # every change to list_entries, so a server can tell with one cheap read
+    # whether its in-memory index is stale.
+    """
+    CREATE TABLE list_entries (
+        id INTEGER PRIMARY KEY,
+        list TEXT NOT NULL CHECK (list IN ('allow', 'block')),
+        kind TEXT NOT NULL CHECK (kind IN ('number', 'prefix', 'name')),
+        value TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT '',
+        expires TEXT,
+        source TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (list, kind, value)
+    );
+    CREATE TABLE list_changes (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        counter INTEGER NOT NULL
+    );
+    INSERT INTO list_changes (id, counter) VALUES (1, 0);
+    CREATE TRIGGER list_entries_insert AFTER INSERT ON list_entries
+    BEGIN UPDATE list_changes SET counter = counter + 1 WHERE id = 1; END;
+    CREATE TRIGGER list_entries_update AFTER UPDATE ON list_entries
+    BEGIN UPDATE list_changes SET counter = counter + 1 WHERE id = 1; END;
+    CREATE TRIGGER list_entries_delete AFTER DELETE ON list_entries
+    BEGIN UPDATE list_changes SET counter = counter + 1 WHERE id = 1; END;
+    """,
 )
 
 
@@ -331,10 +358,26 @@ def _migrate(connection: sqlite3.Connection) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
         with _transaction(connection):
-            for statement in script.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+            for statement in _statements(script):
+                connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {number}")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into statements.
+
+    A trigger body contains semicolons of its own, so a piece is only a whole
+    statement once SQLite's own parser says it is complete.
+    """
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending
 
 
 @contextmanager

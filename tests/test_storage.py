@@ -9,7 +9,7 @@ import pytest
 from screener.errors import StorageError
 from screener.flow import Outcome, Stage
 from screener.records import CallRecord
-from screener.storage import open_store
+from screener.storage import _MIGRATIONS, open_store
 
 
 def make_call(uniqueid: str, outcome: Outcome = Outcome.TRAPPED_DECOY) -> CallRecord:
@@ -68,7 +68,7 @@ def test_reopen_keeps_rows_and_schema(tmp_path: Path) -> None:
     store = open_store(tmp_path / "log.sqlite")
     assert len(store.recent_calls()) == 1
     version = store.query("PRAGMA user_version")[0][0]
-    assert version == 1
+    assert version == len(_MIGRATIONS)
 
 
 def test_unwritable_location_names_path(tmp_path: Path) -> None:
