@@ -111,14 +111,18 @@ class LabSettings:
     # AGI target for SCREENER_AGI: a FastAGI URL or an absolute script path
     # inside the root, such as AGI_WRAPPER for classic AGI.
     agi: str = "agi://127.0.0.1:4573"
-    handsets: str = "Local/handsets@screener-lab-handsets"
-    handsets_other: str = "Local/handsets-other@screener-lab-handsets"
+    # The stand-in handsets of asterisk-conf/extensions_screener_test.conf.
+    handsets: str = "Local/handsets@screener-test-handsets"
+    handsets_other: str = "Local/handsets-other@screener-test-handsets"
     ring_timeout_seconds: int = 20
     # Seconds the lab's handset answers for before it hangs up.
     handset_answer_seconds: float = 2.0
     sounds_source: Path = PROJECT_DIR / "sounds"
     project_source: Path = PROJECT_DIR
     start_timeout_seconds: float = 30.0
+    # Privilege classes of the AMI user, as manager.conf's read and write.
+    ami_read: str = "all"
+    ami_write: str = "all"
 
     def __post_init__(self) -> None:
         if not self.instance.replace("-", "").isalnum():
@@ -425,8 +429,8 @@ timestampevents = yes
 secret = {settings.ami_secret}
 deny = 0.0.0.0/0.0.0.0
 permit = 127.0.0.1/255.255.255.255
-read = all
-write = all
+read = {settings.ami_read}
+write = {settings.ami_write}
 """,
         "cdr.conf": "[general]\nenable = no\n",
         # Empty files stop the core from logging an error for each one.
@@ -447,57 +451,12 @@ SCREENER_AGI = {settings.agi}
 SCREENER_HANDSETS = {settings.handsets}
 SCREENER_HANDSETS_OTHER = {settings.handsets_other}
 SCREENER_RING_TIMEOUT = {settings.ring_timeout_seconds}
-LAB_HANDSET_ANSWER_SECONDS = {settings.handset_answer_seconds}
-LAB_RECORDING_DIR = {settings.recording_dir}
+SCREENER_TEST_HANDSET_SECONDS = {settings.handset_answer_seconds}
 
 #include "extensions_screener.conf"
-#include "extensions_lab.conf"
+#include "extensions_screener_test.conf"
 """,
-        "extensions_lab.conf": LAB_DIALPLAN,
     }
-
-
-# Test-only dialplan. A test originates Local/s@screener-lab-caller whose other
-# half runs [screener-incoming]; the caller half answers, records what it
-# hears, presses the keys given as channel variables and waits.
-LAB_DIALPLAN = """\
-[screener-lab-caller]
-; Variables set by the originate: LAB_CALL_ID, LAB_MAX_SECONDS, LAB_KEY_COUNT and
-; for each key i (from 1) LAB_KEY_DELAY_i (seconds after the previous key or
-; the answer) and LAB_KEY_i (DTMF digits).
-exten => s,1,Set(LAB_RECORDING=${LAB_RECORDING_DIR}/${LAB_CALL_ID}.wav)
- same => n,Set(LAB_RECORDING_DONE=${LAB_RECORDING_DIR}/${LAB_CALL_ID}.done)
- ; The command runs after the recording file is closed, so the marker file
- ; tells the test that the WAV file is complete. Recording starts before
- ; Answer, because the other half enters [screener-incoming] at the answer
- ; while Answer() itself waits up to 500 ms for media before it returns.
- same => n,MixMonitor(${LAB_RECORDING},,/bin/touch ${LAB_RECORDING_DONE})
- same => n,Answer()
- same => n,Set(TIMEOUT(absolute)=${LAB_MAX_SECONDS})
- same => n,Set(LAB_KEY_INDEX=1)
- same => n(next_key),GotoIf($[${LAB_KEY_INDEX} > ${LAB_KEY_COUNT}]?listen)
- same => n,Wait(${LAB_KEY_DELAY_${LAB_KEY_INDEX}})
- same => n,Set(LAB_KEY=${LAB_KEY_${LAB_KEY_INDEX}})
- same => n,UserEvent(ScreenerLabKey,CallID: ${LAB_CALL_ID},Keys: ${LAB_KEY})
- same => n,SendDTMF(${LAB_KEY})
- same => n,Set(LAB_KEY_INDEX=$[${LAB_KEY_INDEX} + 1])
- same => n,Goto(next_key)
- same => n(listen),Wait(${LAB_MAX_SECONDS})
- same => n,Hangup()
-
-[screener-lab-handsets]
-; Stand-in for the household handsets: answer, report the ring, hang up.
-exten => handsets,1,Set(LAB_HANDSET=${EXTEN})
- same => n,Goto(ring,1)
-exten => handsets-other,1,Set(LAB_HANDSET=${EXTEN})
- same => n,Goto(ring,1)
-exten => ring,1,Answer()
- same => n,Set(LAB_NUMBER=HandsetCallerNum: ${CALLERID(num)})
- same => n,Set(LAB_NAME=HandsetCallerName: ${CALLERID(name)})
- same => n,UserEvent(ScreenerLabRang,Handset: ${LAB_HANDSET},${LAB_NUMBER},${LAB_NAME})
- same => n,Wait(${LAB_HANDSET_ANSWER_SECONDS})
- same => n,Hangup()
-"""
 
 
 def write_config(settings: LabSettings) -> Path:
@@ -509,10 +468,11 @@ def write_config(settings: LabSettings) -> Path:
         (conf_dir / name).write_text(text)
 
     project_conf = settings.project_source / "asterisk-conf"
-    dialplan = project_conf / "extensions_screener.conf"
-    if not dialplan.is_file():
-        raise LabError(f"missing {dialplan}")
-    shutil.copy2(dialplan, conf_dir / dialplan.name)
+    for name in ("extensions_screener.conf", "extensions_screener_test.conf"):
+        dialplan = project_conf / name
+        if not dialplan.is_file():
+            raise LabError(f"missing {dialplan}")
+        shutil.copy2(dialplan, conf_dir / dialplan.name)
     # Tone zones for PlayTones and Dial's ringing come from the package's file.
     indications = root / "etc" / "asterisk" / "indications.conf"
     if indications.is_file():
