@@ -42,5 +42,9 @@ class StorageError(ScreenerError):
     """The call log database could not be opened or written."""
 
 
+class ListError(ScreenerError):
+    """An allow or block list entry, or a file of them, is invalid."""
+
+
 class MailError(ScreenerError):
     """A report could not be sent, or the mail settings cannot be used."""
