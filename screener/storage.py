@@ -163,6 +163,14 @@ class Store:
         )
         return [_record_from_row(row) for row in rows]
 
+    def last_call_with_number(self) -> CallRecord | None:
+        """Return the latest call whose caller ID had a number, if any."""
+        rows = self.query(
+            "SELECT * FROM calls WHERE number IS NOT NULL"
+            " ORDER BY started_at DESC, id DESC LIMIT 1"
+        )
+        return _record_from_row(rows[0]) if rows else None
+
     def call_by_uniqueid(self, uniqueid: str) -> CallRecord | None:
         """Return the call with this Asterisk uniqueid, if it was logged."""
         rows = self.query(
