@@ -13,6 +13,11 @@ A person hears the tones, then the main menu:
     no key     -> tones and menu again, ``rounds`` times in all, then
                   "Goodbye" and hang up             (trapped, silent)
 
+Before any of this the allow and block lists decide (screener.lists.rules):
+an allowed caller rings the handsets without an answer or tones (passed,
+allowed), and a blocked one hears the tones and "not in service" with no menu
+and no keys (trapped, blocked or withheld).
+
 Any key may be pressed during the tones, a prompt or the wait after it. A key
 that is not on the current menu replays that menu. A caller who hangs up is
 handled by the session layer, which reads the stage reached from
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 
 from screener.channel import ALL_KEYS, Channel
 from screener.config import Config
+from screener.lists.rules import Verdict
 from screener.sounds.names import prompt_sound, sit_sound
 
 ACTION_VARIABLE = "SCREENER_ACTION"
@@ -47,6 +53,7 @@ class Stage(enum.StrEnum):
     SECOND_MENU = "second-menu"
     DECOY = "decoy-message"
     GOODBYE = "goodbye"
+    NOT_IN_SERVICE = "not-in-service"
     HANDSETS = "handsets"
 
 
@@ -55,10 +62,13 @@ class Outcome(enum.StrEnum):
 
     PASSED_OWNER = "passed-owner"
     PASSED_OTHER = "passed-other"
+    PASSED_ALLOWED = "passed-allowed"
     TRAPPED_DECOY = "trapped-decoy"
     TRAPPED_SILENT = "trapped-silent"
     TRAPPED_HANGUP = "trapped-hangup"
     TRAPPED_INVALID = "trapped-invalid"
+    TRAPPED_BLOCKED = "trapped-blocked"
+    TRAPPED_WITHHELD = "trapped-withheld"
     FAILED = "failed"
 
     @property
@@ -106,13 +116,23 @@ class Step:
 class CallFlow:
     """One screened call over an abstract channel."""
 
-    def __init__(self, channel: Channel, config: Config) -> None:
+    def __init__(
+        self, channel: Channel, config: Config, verdict: Verdict = Verdict.SCREEN
+    ) -> None:
         self.channel = channel
         self.config = config
+        self.verdict = verdict
         self.progress = Progress()
 
     async def run(self) -> Outcome:
         """Screen the call from answer to the end of the session."""
+        if self.verdict is Verdict.ALLOW:
+            # Not answered, so the caller hears ringing until a handset answers.
+            return await self.ring(Action.RING, Outcome.PASSED_ALLOWED)
+        if self.verdict is Verdict.BLOCK:
+            return await self.refuse(Outcome.TRAPPED_BLOCKED)
+        if self.verdict is Verdict.BLOCK_WITHHELD:
+            return await self.refuse(Outcome.TRAPPED_WITHHELD)
         await self.channel.answer()
         choice = await self.main_menu()
         if choice is Choice.OWNER:
@@ -179,6 +199,16 @@ class CallFlow:
         self.progress.outcome = outcome
         await self.channel.set_variable(ACTION_VARIABLE, action.value)
         return outcome
+
+    async def refuse(self, outcome: Outcome) -> Outcome:
+        """Play the tones and "not in service", ignoring keys, and hang up."""
+        await self.channel.answer()
+        # Set first, so a caller who hangs up during the tones is logged as
+        # blocked rather than as an ordinary hang-up.
+        self.progress.outcome = outcome
+        self.progress.stage = Stage.TONES
+        await self.channel.stream_file(self.sound(sit_sound(self.config.menu.sit_code)))
+        return await self.send_away(Stage.NOT_IN_SERVICE, "not_in_service", outcome)
 
     async def send_away(self, stage: Stage, prompt: str, outcome: Outcome) -> Outcome:
         """Play a last message and hang up."""

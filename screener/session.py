@@ -20,6 +20,7 @@ from screener.channel import Channel
 from screener.config import Config
 from screener.errors import ChannelHungUp, CommandFailed, ProtocolError
 from screener.flow import CallFlow, Outcome
+from screener.lists.rules import EMPTY_INDEX, CallerLists, Decision, Verdict
 from screener.records import CallRecord
 
 log = logging.getLogger(__name__)
@@ -28,15 +29,28 @@ Recorder = Callable[[CallRecord], None]
 
 
 async def run_session(
-    channel: Channel, environment: Environment, config: Config, record: Recorder
+    channel: Channel,
+    environment: Environment,
+    config: Config,
+    record: Recorder,
+    lists: CallerLists | None = None,
 ) -> CallRecord:
-    """Screen one call and log it; return the record written."""
+    """Screen one call and log it; return the record written.
+
+    Without ``lists`` no caller is allowed or blocked by number or name, but
+    ``lists.withheld`` still applies.
+    """
     started_at = datetime.now(UTC)
     start = time.monotonic()
     uniqueid = environment.uniqueid or "-"
-    flow = CallFlow(channel, config)
+    caller = callerid.parse(
+        environment.callerid,
+        environment.calleridname,
+        country_code=config.callerid.country_code,
+    )
+    decision = _decide(lists or EMPTY_INDEX, caller, config, uniqueid)
+    flow = CallFlow(channel, config, decision.verdict)
     outcome = await _run_flow(flow, uniqueid)
-    caller = callerid.parse(environment.callerid, environment.calleridname)
     call = CallRecord(
         started_at=started_at,
         uniqueid=uniqueid,
@@ -54,6 +68,27 @@ async def run_session(
     _log_call(call, caller)
     _record_safely(record, call)
     return call
+
+
+def _decide(
+    lists: CallerLists, caller: callerid.CallerId, config: Config, uniqueid: str
+) -> Decision:
+    try:
+        decision = lists.decide(caller, config.lists.withheld)
+    except Exception:
+        # The lists are an optimisation of the menu, so a fault in them sends
+        # the caller to the menu rather than costing the call.
+        log.exception("[%s] the list lookup failed; the caller gets the menu", uniqueid)
+        return Decision(Verdict.SCREEN)
+    if decision.entry is not None:
+        log.info(
+            "[%s] %s matches %s list entry %s",
+            uniqueid,
+            caller.display(),
+            decision.entry.list,
+            decision.entry.display(),
+        )
+    return decision
 
 
 async def _run_flow(flow: CallFlow, uniqueid: str) -> Outcome:
