@@ -1,5 +1,7 @@
 """Configuration loading and the errors a user sees for bad values."""
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,32 @@ def test_bad_mail_setting_names_key(tmp_path: Path, text: str, key: str) -> None
     with pytest.raises(ConfigError) as caught:
         load_text(tmp_path, text)
     assert caught.value.key == key
+
+
+def test_example_file_matches_defaults() -> None:
+    example = Path(__file__).resolve().parent.parent / "screener.example.toml"
+    config = config_module.load(example)
+    defaults = config_module.parse({}, base_dir=example.parent)
+    assert config == dataclasses.replace(defaults, source=example)
+
+
+def test_example_file_lists_every_setting() -> None:
+    example = Path(__file__).resolve().parent.parent / "screener.example.toml"
+    listed: dict[str, set[str]] = {}
+    section = ""
+    for line in example.read_text().splitlines():
+        if header := re.match(r"^\[([\w.]+)\]", line):
+            section = header[1]
+        elif setting := re.match(r"^#? ?(\w+) = ", line):
+            listed.setdefault(section, set()).add(setting[1])
+    renamed = {"sender": "from"}
+    for section_field in dataclasses.fields(Config):
+        if section_field.name == "source":
+            continue
+        section_value = getattr(Config(), section_field.name)
+        expected = {
+            renamed.get(f.name, f.name)
+            for f in dataclasses.fields(section_value)
+            if f.name != "recordings"
+        }
+        assert expected <= listed.get(section_field.name, set()), section_field.name
