@@ -123,6 +123,9 @@ class LabSettings:
     # Privilege classes of the AMI user, as manager.conf's read and write.
     ami_read: str = "all"
     ami_write: str = "all"
+    # More dialplan files, such as a benchmark's contexts: each is copied into
+    # the configuration folder and included after the project's dialplan.
+    extra_dialplan: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.instance.replace("-", "").isalnum():
@@ -385,6 +388,9 @@ def render_config(settings: LabSettings, module_dir: PurePosixPath) -> dict[str,
     """Return the lab's Asterisk configuration files by file name."""
     # "require" makes Asterisk exit at start if a module fails to load.
     modules = "\n".join(f"require => {name}" for name in LAB_MODULES)
+    extra_includes = "".join(
+        f'#include "{path.name}"\n' for path in settings.extra_dialplan
+    )
     return {
         "asterisk.conf": f"""\
 [directories]
@@ -455,7 +461,7 @@ SCREENER_TEST_HANDSET_SECONDS = {settings.handset_answer_seconds}
 
 #include "extensions_screener.conf"
 #include "extensions_screener_test.conf"
-""",
+{extra_includes}""",
     }
 
 
@@ -464,12 +470,23 @@ def write_config(settings: LabSettings) -> Path:
     root = settings.root
     conf_dir = settings.host_path(settings.conf_dir)
     conf_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in render_config(settings, _module_dir(root)).items():
+    rendered = render_config(settings, _module_dir(root))
+    for name, text in rendered.items():
         (conf_dir / name).write_text(text)
 
     project_conf = settings.project_source / "asterisk-conf"
-    for name in ("extensions_screener.conf", "extensions_screener_test.conf"):
-        dialplan = project_conf / name
+    project_dialplan = [
+        project_conf / name
+        for name in ("extensions_screener.conf", "extensions_screener_test.conf")
+    ]
+    reserved_names = {*rendered, *(path.name for path in project_dialplan)}
+    for extra in settings.extra_dialplan:
+        if extra.name in reserved_names:
+            raise LabError(
+                f"extra dialplan {extra} would replace the lab's own {extra.name}; "
+                "rename the file"
+            )
+    for dialplan in [*project_dialplan, *settings.extra_dialplan]:
         if not dialplan.is_file():
             raise LabError(f"missing {dialplan}")
         shutil.copy2(dialplan, conf_dir / dialplan.name)
