@@ -32,6 +32,8 @@ from screener.agi.protocol import (
 )
 from screener.config import Config
 from screener.errors import ChannelHungUp, ProtocolError
+from screener.lists.features import FeatureHandler, feature_name
+from screener.lists.rules import CallerLists
 from screener.session import Recorder, run_session
 
 log = logging.getLogger(__name__)
@@ -240,10 +242,14 @@ class FastAgiServer:
         record: Recorder,
         *,
         on_call_done: Callable[[], None] | None = None,
+        lists: CallerLists | None = None,
+        features: FeatureHandler | None = None,
     ) -> None:
         self._config = config
         self._record = record
         self._on_call_done = on_call_done
+        self._lists = lists
+        self._features = features
         self._server: asyncio.Server | None = None
         self._connections: set[AgiConnection] = set()
         self._sessions: set[asyncio.Task[None]] = set()
@@ -304,7 +310,17 @@ class FastAgiServer:
     ) -> None:
         try:
             channel = AgiChannel(connection)
-            await run_session(channel, environment, self._config, self._record)
+            # A handset feature code names its feature in the script path,
+            # agi://host:port/feature/NAME; screened calls have no path.
+            feature = feature_name(environment)
+            if feature is None:
+                await run_session(
+                    channel, environment, self._config, self._record, self._lists
+                )
+            elif self._features is None:
+                log.warning("[%s] feature %r but no database", connection.tag, feature)
+            else:
+                await self._features.run(feature, channel, environment)
         finally:
             connection.close()
             if self._on_call_done is not None:

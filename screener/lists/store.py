@@ -1,0 +1,246 @@
+"""The allow and block lists in the call-log database.
+
+Entries live in ``list_entries``, one row per (list, kind, value). Adding an
+entry that exists updates its note, expiry and source. Every change bumps
+``list_changes.counter`` through triggers, which :class:`LiveLists` reads on
+each call to notice changes made by the CLI, the classic AGI script or a
+handset feature code.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime
+
+from screener.callerid import CallerId, Presence
+from screener.config import Config
+from screener.config import Lists as ListSettings
+from screener.errors import ListError, StorageError
+from screener.flow import Outcome
+from screener.lists.rules import (
+    EMPTY_INDEX,
+    Decision,
+    EntryKind,
+    ListEntry,
+    ListIndex,
+    ListName,
+)
+from screener.records import CallRecord
+from screener.storage import Store
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = "id, list, kind, value, note, expires, source"
+_UPSERT = (
+    "INSERT INTO list_entries (list, kind, value, note, expires, source,"
+    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (list, kind, value) DO UPDATE SET note = excluded.note,"
+    " expires = excluded.expires, source = excluded.source"
+)
+
+
+def add_entry(store: Store, entry: ListEntry) -> bool:
+    """Add ``entry``, or update the one with the same value; True if new."""
+    with store.transaction() as connection:
+        exists = _exists(connection, entry)
+        connection.execute(_UPSERT, _row(entry))
+    return not exists
+
+
+def add_entries(store: Store, entries: Sequence[ListEntry]) -> tuple[int, int]:
+    """Add or update ``entries`` in one transaction; return (added, updated)."""
+    added = 0
+    with store.transaction() as connection:
+        for entry in entries:
+            if not _exists(connection, entry):
+                added += 1
+            connection.execute(_UPSERT, _row(entry))
+    return added, len(entries) - added
+
+
+def remove_entry(
+    store: Store, list_name: ListName, kind: EntryKind, value: str
+) -> bool:
+    """Remove one entry; return False if there was none."""
+    with store.transaction() as connection:
+        cursor = connection.execute(
+            "DELETE FROM list_entries WHERE list = ? AND kind = ? AND value = ?",
+            (list_name.value, kind.value, value),
+        )
+        return cursor.rowcount > 0
+
+
+def list_entries(store: Store, list_name: ListName | None = None) -> list[ListEntry]:
+    """Return the entries of one list, or of both, in a stable order."""
+    if list_name is None:
+        rows = store.query(
+            f"SELECT {_COLUMNS} FROM list_entries ORDER BY list, kind, value"
+        )
+    else:
+        rows = store.query(
+            f"SELECT {_COLUMNS} FROM list_entries WHERE list = ? ORDER BY kind, value",
+            (list_name.value,),
+        )
+    return _entries(rows)
+
+
+def change_counter(store: Store) -> int:
+    """Return the list change counter, which grows on every list change."""
+    counter: int = store.query("SELECT counter FROM list_changes WHERE id = 1")[0][0]
+    return counter
+
+
+def load_index(store: Store) -> ListIndex:
+    """Build the in-memory index of both lists."""
+    return ListIndex(list_entries(store))
+
+
+def candidate_index(store: Store, caller: CallerId) -> ListIndex:
+    """Build an index of only the entries that could match ``caller``.
+
+    For a process that decides one call and exits (classic AGI): the exact
+    number and each of its prefixes are found through the table's unique
+    index, and only name patterns are read in full.
+    """
+    keys: list[str] = []
+    if caller.number is not None:
+        number = caller.number
+        keys = [number[:length] for length in range(2, len(number) + 1)]
+    marks = ", ".join("?" * len(keys)) or "NULL"
+    rows = store.query(
+        f"SELECT {_COLUMNS} FROM list_entries"
+        f" WHERE (kind IN ('number', 'prefix') AND value IN ({marks}))"
+        " OR kind = 'name'",
+        tuple(keys),
+    )
+    return ListIndex(_entries(rows))
+
+
+class LiveLists:
+    """The lists of a long-running server, kept in memory and fresh.
+
+    Each decision first reads the change counter (one single-row read) and
+    rebuilds the index only when it moved. If the database cannot be read,
+    the last index built keeps deciding, because a broken database must not
+    stop calls from reaching the menu.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._counter: int | None = None
+        self._index = EMPTY_INDEX
+
+    @property
+    def index(self) -> ListIndex:
+        """Return the current index, refreshing it first if the lists changed."""
+        self.refresh()
+        return self._index
+
+    def refresh(self) -> None:
+        """Rebuild the index if the lists changed since the last build."""
+        try:
+            counter = change_counter(self._store)
+            if counter == self._counter:
+                return
+            index = load_index(self._store)
+        except (StorageError, ListError) as exc:
+            log.error("could not reload the allow and block lists: %s", exc)
+            return
+        self._index = index
+        self._counter = counter
+        log.info("loaded the allow and block lists: %d entries", index.size)
+
+    def decide(self, caller: CallerId, withheld: str) -> Decision:
+        """Apply the rules to ``caller`` with fresh lists."""
+        return self.index.decide(caller, withheld)
+
+
+class OneCallLists:
+    """Lists read for a single call, for a process that serves one call."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def decide(self, caller: CallerId, withheld: str) -> Decision:
+        """Apply the rules to ``caller`` using only the entries it could match."""
+        return candidate_index(self._store, caller).decide(caller, withheld)
+
+
+def learn(store: Store, call: CallRecord, settings: ListSettings) -> ListEntry | None:
+    """Add the caller to a list if the call's outcome asks for it.
+
+    Only calls with a number are learned from. Returns the entry added, or
+    None if nothing was learned.
+    """
+    if call.number is None or call.presence != Presence.PRESENT.value:
+        return None
+    day = call.started_at.astimezone().date().isoformat()
+    list_name: ListName | None = None
+    if call.outcome is Outcome.PASSED_OWNER and settings.allow_after_owner_key:
+        list_name, reason = ListName.ALLOW, f"pressed the owner's key on {day}"
+    elif call.outcome is Outcome.TRAPPED_DECOY and settings.block_after_decoy:
+        list_name, reason = ListName.BLOCK, f"asked for the decoy on {day}"
+    elif call.outcome is Outcome.TRAPPED_SILENT and settings.block_after_silence:
+        list_name, reason = ListName.BLOCK, f"pressed no key on {day}"
+    if list_name is None:
+        return None
+    entry = ListEntry(
+        list_name, EntryKind.NUMBER, call.number, note=reason, source="learned"
+    )
+    with store.transaction() as connection:
+        # A learned entry never replaces one the owner made or imported.
+        if _exists(connection, entry):
+            return None
+        connection.execute(_UPSERT, _row(entry))
+    log.info(
+        "[%s] %s now on the %s list: %s", call.uniqueid, call.number, list_name, reason
+    )
+    return entry
+
+
+def record_and_learn(store: Store, call: CallRecord, config: Config) -> None:
+    """Log a call (queueing its report if it is a trap), then learn from it."""
+    store.record_call(call, report=call.outcome.is_trap)
+    learn(store, call, config.lists)
+
+
+def last_caller(store: Store) -> CallRecord | None:
+    """Return the most recent logged call that came with a number."""
+    return store.last_call_with_number()
+
+
+def _exists(connection: sqlite3.Connection, entry: ListEntry) -> bool:
+    row = connection.execute(
+        "SELECT 1 FROM list_entries WHERE list = ? AND kind = ? AND value = ?",
+        (entry.list.value, entry.kind.value, entry.value),
+    ).fetchone()
+    return row is not None
+
+
+def _row(entry: ListEntry) -> tuple[object, ...]:
+    return (
+        entry.list.value,
+        entry.kind.value,
+        entry.value,
+        entry.note,
+        entry.expires.isoformat() if entry.expires else None,
+        entry.source,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _entries(rows: Iterable[sqlite3.Row]) -> list[ListEntry]:
+    return [
+        ListEntry(
+            id=row["id"],
+            list=ListName(row["list"]),
+            kind=EntryKind(row["kind"]),
+            value=row["value"],
+            note=row["note"],
+            expires=date.fromisoformat(row["expires"]) if row["expires"] else None,
+            source=row["source"],
+        )
+        for row in rows
+    ]
