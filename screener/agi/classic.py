@@ -7,9 +7,10 @@ command to the stderr it is given, which Asterisk puts in its console, so it
 gets a sink of its own; and its replies are dictionaries and exceptions of its
 own, which :class:`Pyst2Channel` turns into Screener's errors.
 
-Heavy modules (pydub, aiosmtplib) are never imported here, and the database
-module only once the call is over, so that the first command reaches Asterisk
-as soon as possible.
+Heavy modules (pydub, aiosmtplib) are never imported here, so that the first
+command reaches Asterisk as soon as possible. The database is opened before
+the call flow, because the allow and block lists decide before the menu, and
+only the list entries that could match this caller are read.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from screener import config as config_module
 from screener.agi.protocol import Environment, check_argument
 from screener.errors import ChannelHungUp, CommandFailed, ScreenerError
+from screener.lists.features import FEATURE_PREFIX
 from screener.records import CallRecord
 from screener.session import run_session
+
+if TYPE_CHECKING:
+    from screener.storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     The only argument, if given, is the configuration file, as in
     ``AGI(screener-agi,/etc/screener/screener.toml)``; otherwise
-    $SCREENER_CONFIG or the default path is read.
+    $SCREENER_CONFIG or the default path is read. A handset feature code
+    passes its feature first, as in ``AGI(screener-agi,feature/block-last)``.
     """
     arguments = sys.argv[1:] if argv is None else list(argv)
     _configure_logging()
+    feature = None
+    if arguments and arguments[0].startswith(FEATURE_PREFIX):
+        feature = arguments.pop(0).removeprefix(FEATURE_PREFIX)
     explicit = arguments[0] if arguments else None
     try:
         path = config_module.config_path(explicit)
@@ -114,8 +123,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     environment = Environment(dict(agi.env))
     # pyst2 keeps its debug copy in that StringIO; drop it, it holds caller ID.
     agi.stderr = _Discard()
-    session = run_session(Pyst2Channel(agi), environment, config, _recorder(config))
-    _run_to_completion(session)
+    if feature is not None:
+        return _run_feature(feature, Pyst2Channel(agi), environment, config)
+    store = _open_store(config)
+    lists = None
+    if store is not None:
+        from screener.lists.store import OneCallLists
+
+        lists = OneCallLists(store)
+    try:
+        session = run_session(
+            Pyst2Channel(agi), environment, config, _recorder(config, store), lists
+        )
+        _run_to_completion(session)
+    finally:
+        if store is not None:
+            store.close()
+    return 0
+
+
+def _open_store(config: config_module.Config) -> Store | None:
+    """Open the call log for the lists, or return None so the menu still runs."""
+    from screener.storage import open_store
+
+    try:
+        return open_store(config.database.path)
+    except ScreenerError as exc:
+        log.error("screener-agi: no allow or block lists for this call: %s", exc)
+        return None
+
+
+def _run_feature(
+    feature: str,
+    channel: Pyst2Channel,
+    environment: Environment,
+    config: config_module.Config,
+) -> int:
+    from screener.lists.features import FeatureHandler
+    from screener.storage import open_store
+
+    try:
+        store = open_store(config.database.path)
+    except ScreenerError as exc:
+        log.error("screener-agi: feature %s: %s", feature, exc)
+        return 1
+    try:
+        _run_to_completion(
+            FeatureHandler(store, config).run(feature, channel, environment)
+        )
+    finally:
+        store.close()
     return 0
 
 
@@ -135,15 +192,22 @@ def _run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("the classic AGI session awaited an event loop object")
 
 
-def _recorder(config: config_module.Config) -> Callable[[CallRecord], None]:
+def _recorder(
+    config: config_module.Config, store: Store | None
+) -> Callable[[CallRecord], None]:
     def record(call: CallRecord) -> None:
+        from screener.lists.store import record_and_learn
         from screener.storage import open_store
 
-        store = open_store(config.database.path)
+        if store is not None:
+            record_and_learn(store, call, config)
+            return
+        # Opening failed before the call; the database may be back by now.
+        late_store = open_store(config.database.path)
         try:
-            store.record_call(call, report=call.outcome.is_trap)
+            record_and_learn(late_store, call, config)
         finally:
-            store.close()
+            late_store.close()
 
     return record
 
