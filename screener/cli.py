@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from screener import __version__
 from screener import config as config_module
 from screener.errors import ScreenerError
+from screener.lists.commands import add_list_commands
 
 if TYPE_CHECKING:
     from screener.mail import OutboxSender
@@ -87,6 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sounds_check.set_defaults(handler=_sounds_check)
 
     _add_mail_commands(commands)
+    add_list_commands(commands)
 
     _add_ami_commands(commands)
 
@@ -124,6 +126,7 @@ def _load(arguments: argparse.Namespace) -> config_module.Config:
 
 
 def _serve(arguments: argparse.Namespace) -> int:
+    from screener.lists.store import record_and_learn
     from screener.storage import open_store
 
     config = _load(arguments)
@@ -134,7 +137,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     store = open_store(config.database.path)
 
     def record(call: CallRecord) -> None:
-        store.record_call(call, report=call.outcome.is_trap)
+        record_and_learn(store, call, config)
 
     try:
         asyncio.run(_serve_until_signal(config, store, record))
@@ -147,14 +150,24 @@ async def _serve_until_signal(
     config: config_module.Config, store: Store, record: Callable[[CallRecord], None]
 ) -> None:
     from screener.agi.fastagi import FastAgiServer
+    from screener.lists.features import FeatureHandler
+    from screener.lists.store import LiveLists
 
     sender: OutboxSender | None = None
     if config.mail.enabled:
         from screener.mail import OutboxSender
 
         sender = OutboxSender(store, config)
+    lists = LiveLists(store)
+    # Built before the garbage collector freezes the start-up objects, so a
+    # large index is frozen with them.
+    lists.refresh()
     server = FastAgiServer(
-        config, record, on_call_done=sender.wake if sender is not None else None
+        config,
+        record,
+        on_call_done=sender.wake if sender is not None else None,
+        lists=lists,
+        features=FeatureHandler(store, config),
     )
     await server.start()
     _tune_garbage_collector()
