@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import classic_startup, fastagi_load, procfs, report, servers, soak
+from bench import (
+    asterisk_cost,
+    classic_startup,
+    fastagi_load,
+    procfs,
+    report,
+    servers,
+    soak,
+)
 
 RESULTS_DIR = servers.BENCH_DIR / "results"
 PARTS = ("fastagi", "classic", "asterisk", "all")
@@ -72,10 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Part 1: FastAGI at scale", flush=True)
         results["fastagi"] = fastagi_load.run_part(arguments.quick, kinds)
     if part in ("asterisk", "all"):
-        # TODO: part 2 is not built. It should place Local/ calls through the
-        # lab Asterisk (screener.lab) and compare CPU per call with the same
-        # menu written in pure dialplan.
-        print("Part 2: cost on a real Asterisk: not implemented yet", flush=True)
+        print("Part 2: cost on a real Asterisk", flush=True)
+        results["asterisk"] = asterisk_cost.run_part(arguments.quick)
     if part in ("classic", "all"):
         print("Part 3: classic AGI start-up", flush=True)
         results["classic"] = classic_startup.run_part(arguments.quick)
