@@ -25,6 +25,7 @@ https://docs.asterisk.org/Configuration/Interfaces/Asterisk-Gateway-Interface-AG
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -174,8 +175,15 @@ _REPLY = re.compile(
     r"(?: \((?P<data>.*)\))?(?P<fields>(?: \S+=\S*)*))?(?P<rest>.*)$"
 )
 _FIELD = re.compile(r"(\S+)=(\S*)")
+# Distinct reply lines and command lines kept parsed or built. A session sees
+# only a handful of each (the same sounds, the same digits), so a cache hit
+# replaces a regex match or the quoting of every argument.
+LINE_CACHE_SIZE = 512
 
 
+# Sharing one Reply between calls is safe because Reply is frozen and nothing
+# mutates its fields. Errors are not cached, so a bad line raises every time.
+@functools.lru_cache(maxsize=LINE_CACHE_SIZE)
 def parse_reply_line(line: str) -> Reply:
     """Parse a single status line; 520 usage texts are gathered by the reader."""
     match = _REPLY.match(line)
@@ -219,6 +227,8 @@ def check_argument(argument: str) -> None:
             raise InvalidArgument(f"AGI argument contains {forbidden!r}: {argument!r}")
 
 
+# typed=True keeps True and 1 apart, which build different lines.
+@functools.lru_cache(maxsize=LINE_CACHE_SIZE, typed=True)
 def build_command(verb: str, *arguments: str | int) -> bytes:
     """Build one command line, such as ``STREAM FILE "sit-ic" "12" 0``."""
     check_argument(verb)
