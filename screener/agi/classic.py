@@ -101,13 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     The only argument, if given, is the configuration file, as in
     ``AGI(screener-agi,/etc/screener/screener.toml)``; otherwise
     $SCREENER_CONFIG or the default path is read. A handset feature code
-    passes its feature first, as in ``AGI(screener-agi,feature/block-last)``.
+    passes its feature as another argument, as in
+    ``AGI(screener-agi,/etc/screener/screener.toml,feature/block-last)``.
     """
     arguments = sys.argv[1:] if argv is None else list(argv)
     _configure_logging()
-    feature = None
-    if arguments and arguments[0].startswith(FEATURE_PREFIX):
-        feature = arguments.pop(0).removeprefix(FEATURE_PREFIX)
+    # The dialplan appends the feature after whatever SCREENER_AGI holds, so
+    # it may follow the configuration path: look for it in every position.
+    features = [item for item in arguments if item.startswith(FEATURE_PREFIX)]
+    arguments = [item for item in arguments if not item.startswith(FEATURE_PREFIX)]
+    feature = features[0].removeprefix(FEATURE_PREFIX) if features else None
     explicit = arguments[0] if arguments else None
     try:
         path = config_module.config_path(explicit)

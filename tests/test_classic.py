@@ -1,0 +1,94 @@
+"""The classic AGI script as Asterisk runs it: a process on stdin and stdout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ENVIRONMENT = (
+    "agi_request: screener-agi\n"
+    "agi_channel: DAHDI/1-1\n"
+    "agi_uniqueid: 1700000000.9\n"
+    "agi_callerid: 5550100123\n"
+    "agi_calleridname: ACME\n"
+    "\n"
+)
+# Each command gets a success reply, so no key is ever pressed.
+REPLY = "200 result=0 endpos=800\n"
+TIMEOUT_SECONDS = 30
+
+
+def run_script(arguments: list[str], tmp_path: Path) -> tuple[list[str], str]:
+    """Play Asterisk's side of one session; return the commands and stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "screener.agi.classic", *arguments],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write(ENVIRONMENT)
+    process.stdin.flush()
+    commands = []
+    for line in process.stdout:
+        commands.append(line.strip())
+        process.stdin.write(REPLY)
+        process.stdin.flush()
+    process.stdin.close()
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    process.wait(TIMEOUT_SECONDS)
+    return commands, stderr
+
+
+def write_config(tmp_path: Path) -> Path:
+    config = tmp_path / "screener.toml"
+    config.write_text(
+        f'[database]\npath = "{tmp_path / "calls.sqlite"}"\n'
+        "[menu]\nrounds = 1\nwait_seconds = 1\n"
+    )
+    return config
+
+
+def test_silent_caller_hears_menu_then_goodbye(tmp_path: Path) -> None:
+    commands, _stderr = run_script([str(write_config(tmp_path))], tmp_path)
+    assert commands[0] == "ANSWER"
+    assert "sit-ic" in commands[1]
+    assert any("goodbye" in command for command in commands)
+    assert commands[-1] == "HANGUP"
+
+
+def test_feature_after_config_path_runs_feature(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    commands, _stderr = run_script([str(config), "feature/block-last"], tmp_path)
+    assert not any("sit-ic" in command for command in commands)
+    assert any("no-last-caller" in command for command in commands)
+
+
+def test_pyst2_debug_kept_off_stderr(tmp_path: Path) -> None:
+    _commands, stderr = run_script([str(write_config(tmp_path))], tmp_path)
+    # pyst2 would copy the environment and every command and reply here.
+    assert "ENV LINE" not in stderr
+    assert "agi_callerid" not in stderr
+    assert "RESULT_LINE" not in stderr
+    # Screener's own summary is the one line per call.
+    assert len(stderr.splitlines()) == 1
+
+
+def test_bad_config_exits_nonzero_before_commands(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[menu]\nrounds = 0\n")
+    process = subprocess.run(
+        [sys.executable, "-m", "screener.agi.classic", str(config)],
+        input=ENVIRONMENT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert process.returncode == 1
+    assert process.stdout == ""
+    assert "menu.rounds" in process.stderr
