@@ -12,15 +12,17 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import io
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from screener import __version__
 from screener import config as config_module
-from screener.errors import ScreenerError
+from screener.errors import ConfigError, ScreenerError, UsageError
 from screener.lists.commands import add_list_commands
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("screener")
 
 EXIT_ERROR = 2
+# Bound of counts and ids on the command line; SQLite integers stop at 2**63.
+MAX_COUNT = 1_000_000_000
 # Allocations between young-generation collections while serving; Python's
 # default of 700 runs a collection every few calls under load.
 GC_THRESHOLD = 20_000
@@ -38,21 +42,78 @@ GC_THRESHOLD = 20_000
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    parser = _build_parser()
-    arguments = parser.parse_args(argv)
-    _configure_logging(arguments.verbose)
+    # Output shows caller ID exactly as the line delivered it, so every line
+    # printed goes through a filter that escapes terminal control sequences.
+    stdout = sys.stdout
+    sys.stdout = SafeTerminal(stdout)
     try:
+        arguments = _build_parser().parse_args(argv)
+        _configure_logging(arguments.verbose)
         status: int = arguments.handler(arguments)
     except ScreenerError as exc:
         print(f"screener: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"screener: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout = stdout
     return status
 
 
+class SafeTerminal(io.TextIOBase):
+    """A text stream that escapes control and format characters it is given.
+
+    Newlines and tabs pass; an escape sequence or a bidi override from a
+    caller ID arrives on the terminal as visible ``\\x1b``-style text.
+    """
+
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+
+    def write(self, text: str) -> int:
+        self._target.write(escape_controls(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+
+def escape_controls(text: str) -> str:
+    """Return ``text`` with control and format characters shown as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char
+        if char.isprintable() or char in "\n\t"
+        else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors end as one ``screener:`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _count(text: str) -> int:
+    """Parse a count or an id: a whole number from 1 to MAX_COUNT."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range 1..{MAX_COUNT}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="screener", description="Telemarketer-screening IVR for Asterisk."
     )
     parser.add_argument("--version", action="version", version=__version__)
@@ -75,7 +136,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     calls = commands.add_parser("calls", help="list recent calls")
     calls.add_argument(
-        "-n", "--limit", type=int, default=20, help="how many calls (default 20)"
+        "-n", "--limit", type=_count, default=20, help="how many calls (default 20)"
     )
     calls.set_defaults(handler=_calls)
 
@@ -114,7 +175,7 @@ def _add_mail_commands(commands: argparse._SubParsersAction[Any]) -> None:
     outbox.set_defaults(handler=_mail_outbox)
     retry = actions.add_parser("retry", help="queue failed reports again")
     retry.add_argument(
-        "ids", nargs="*", type=int, metavar="ID", help="outbox ids (default: all)"
+        "ids", nargs="*", type=_count, metavar="ID", help="outbox ids (default: all)"
     )
     retry.set_defaults(handler=_mail_retry)
 
@@ -150,6 +211,7 @@ async def _serve_until_signal(
     config: config_module.Config, store: Store, record: Callable[[CallRecord], None]
 ) -> None:
     from screener.agi.fastagi import FastAgiServer
+    from screener.callbatch import BatchRecorder
     from screener.lists.features import FeatureHandler
     from screener.lists.store import LiveLists
 
@@ -162,14 +224,23 @@ async def _serve_until_signal(
     # Built before the garbage collector freezes the start-up objects, so a
     # large index is frozen with them.
     lists.refresh()
+    # The sender is woken after each batch commit rather than at the end of
+    # a call, because only then is the call's report in the outbox.
+    batch = BatchRecorder(
+        store, record, on_flushed=sender.wake if sender is not None else None
+    )
     server = FastAgiServer(
         config,
-        record,
-        on_call_done=sender.wake if sender is not None else None,
+        batch,
         lists=lists,
         features=FeatureHandler(store, config),
     )
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        key = "server.host" if isinstance(exc, socket.gaierror) else "server.port"
+        address = f"{config.server.host}:{config.server.port}"
+        raise ConfigError(key, f"cannot listen on {address}: {exc.strerror}") from exc
     _tune_garbage_collector()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -183,6 +254,7 @@ async def _serve_until_signal(
     with contextlib.suppress(asyncio.CancelledError):
         await serving
     await server.close()
+    batch.flush()
     # Reports still queued stay in the outbox for the next start.
     if sending is not None:
         sending.cancel()

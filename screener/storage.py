@@ -393,6 +393,12 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]
     # The connection runs in autocommit mode (isolation_level=None) so that
     # transactions are explicit. IMMEDIATE takes the write lock up front, so a
     # busy database waits at BEGIN instead of failing halfway through.
+    if connection.in_transaction:
+        # Inside an outer transaction, such as a batch of calls, a savepoint
+        # keeps this block all-or-nothing and the outer block commits it.
+        with _savepoint(connection):
+            yield connection
+        return
     connection.execute("BEGIN IMMEDIATE")
     try:
         yield connection
@@ -400,6 +406,18 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+
+
+@contextmanager
+def _savepoint(connection: sqlite3.Connection) -> Iterator[None]:
+    connection.execute("SAVEPOINT nested")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK TO nested")
+        connection.execute("RELEASE nested")
+        raise
+    connection.execute("RELEASE nested")
 
 
 _OUTBOX_SELECT = (
