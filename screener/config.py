@@ -12,6 +12,7 @@ import os
 import re
 import string
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,6 +31,12 @@ DTMF_KEYS = frozenset("0123456789*#")
 # 10-minute digit wait would hold a real caller hostage.
 MAX_ROUNDS = 10
 MAX_WAIT_SECONDS = 60.0
+
+# A configuration is a few kilobytes; the cap bounds what a wrong path (a log
+# file, a device) makes us read.
+MAX_FILE_BYTES = 1024 * 1024
+# Names and prompts are spoken: a sentence, not a page.
+MAX_TEXT_LENGTH = 1000
 
 PROMPT_NAMES = (
     "main_menu",
@@ -234,7 +241,8 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 def load(path: Path, *, missing_ok: bool = False) -> Config:
     """Read and validate the TOML file at ``path``."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         if missing_ok:
             return Config()
@@ -242,10 +250,17 @@ def load(path: Path, *, missing_ok: bool = False) -> Config:
     except OSError as exc:
         raise ConfigError("", f"cannot read {str(path)!r}: {exc.strerror}") from exc
 
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError("", f"{str(path)!r} is over {MAX_FILE_BYTES} bytes")
     try:
-        document = tomllib.loads(raw.decode("utf-8"))
+        # utf-8-sig drops the byte-order mark some Windows editors write.
+        document = tomllib.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError("", f"invalid TOML in {str(path)!r}: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(
+            "", f"invalid TOML in {str(path)!r}: nested too deeply"
+        ) from None
 
     return parse(document, base_dir=path.parent, source=path)
 
@@ -500,6 +515,8 @@ def _get(
 ) -> T:
     value = table.get(name, default)
     # bool is a subclass of int, but `rounds = true` is a mistake, not 1.
+    if isinstance(value, str) and "\0" in value:
+        raise ConfigError(f"{section}.{name}", f"contains a NUL byte: {value!r}")
     if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         expected = kind.__name__ if isinstance(kind, type) else "number"
         raise ConfigError(f"{section}.{name}", f"expected a {expected}, got {value!r}")
@@ -508,9 +525,14 @@ def _get(
 
 def _text(table: Mapping[str, Any], section: str, name: str, default: str) -> str:
     value: str = _get(table, section, name, str, default)
+    key = f"{section}.{name}"
     if not value.strip():
-        raise ConfigError(f"{section}.{name}", f"must not be empty, got {value!r}")
-    _check_no_control(f"{section}.{name}", value)
+        raise ConfigError(key, f"must not be empty, got {value!r}")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise ConfigError(
+            key, f"is over {MAX_TEXT_LENGTH} characters: {value[:40]!r}..."
+        )
+    _check_no_control(key, value)
     return value
 
 
@@ -539,7 +561,9 @@ def _check_range(key: str, value: float, low: float, high: float) -> None:
 
 
 def _check_no_control(key: str, value: str) -> None:
-    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+    # Category C covers C0 and C1 controls and format characters such as the
+    # bidi overrides, which would garble prompts, logs and email headers.
+    if any(unicodedata.category(char).startswith("C") for char in value):
         raise ConfigError(key, f"contains a control character: {value!r}")
 
 
@@ -548,7 +572,11 @@ def _check_placeholders(key: str, text: str) -> None:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise ConfigError(key, f"invalid placeholder in {text!r}: {exc}") from exc
-    for _literal, placeholder, _spec, _conversion in parsed:
+    for _literal, placeholder, spec, conversion in parsed:
+        if spec or conversion:
+            raise ConfigError(
+                key, f"placeholders take no format or conversion, got {text!r}"
+            )
         if placeholder is not None and placeholder not in PLACEHOLDERS:
             known = ", ".join(sorted(PLACEHOLDERS))
             raise ConfigError(

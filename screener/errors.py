@@ -48,3 +48,7 @@ class ListError(ScreenerError):
 
 class MailError(ScreenerError):
     """A report could not be sent, or the mail settings cannot be used."""
+
+
+class UsageError(ScreenerError):
+    """A command-line argument is invalid."""

@@ -53,7 +53,6 @@ def log_call(tmp_path: Path, number_raw: str) -> None:
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="the raw number is printed as received")
 @pytest.mark.parametrize("command", [["calls"], ["mail", "outbox"]])
 def test_raw_number_printed_safely(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
@@ -66,7 +65,6 @@ def test_raw_number_printed_safely(
     assert "\x07" not in output
 
 
-@pytest.mark.xfail(strict=True, reason="SQLite raises OverflowError")
 @pytest.mark.parametrize(
     "command", [["calls", "-n", TOO_BIG], ["mail", "retry", TOO_BIG]]
 )
@@ -78,7 +76,6 @@ def test_huge_number_argument(
     assert capsys.readouterr().err.startswith("screener:")
 
 
-@pytest.mark.xfail(strict=True, reason="the export path error escapes as OSError")
 def test_export_to_missing_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
