@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 # outbox and the list changes of a call are visible before the caller could
 # call again, long enough to group the calls that end together under load.
 BATCH_INTERVAL = 0.005
+# While the database stays locked or full, retries back off to this interval.
+MAX_RETRY_SECONDS = 2.0
+# Calls kept in memory while the database cannot be written. At a few hundred
+# bytes each this bounds the memory an hour-long outage can take.
+MAX_PENDING_CALLS = 10_000
 
 
 class BatchRecorder:
@@ -54,6 +59,7 @@ class BatchRecorder:
         self._on_flushed = on_flushed
         self._pending: list[CallRecord] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._retry_delay = 0.0
 
     def __call__(self, call: CallRecord) -> None:
         """Queue ``call`` for the next batch."""
@@ -75,10 +81,36 @@ class BatchRecorder:
                 for call in batch:
                     self._record_one(call)
         except StorageError as exc:
-            uniqueids = ", ".join(call.uniqueid for call in batch)
-            log.error("could not log %d calls (%s): %s", len(batch), uniqueids, exc)
+            self._retry_later(batch, exc)
+            return
+        self._retry_delay = 0.0
         if self._on_flushed is not None:
             self._on_flushed()
+
+    def _retry_later(self, batch: list[CallRecord], exc: StorageError) -> None:
+        """Keep a batch that could not be committed, such as on a locked file."""
+        self._pending = batch + self._pending
+        dropped = len(self._pending) - MAX_PENDING_CALLS
+        if dropped > 0:
+            lost = ", ".join(call.uniqueid for call in self._pending[:dropped])
+            log.error("call log backlog full; dropped %d calls: %s", dropped, lost)
+            del self._pending[:dropped]
+        self._retry_delay = min(
+            MAX_RETRY_SECONDS, max(self._interval, self._retry_delay * 2)
+        )
+        log.warning(
+            "could not log %d calls, retrying in %.2f s: %s",
+            len(self._pending),
+            self._retry_delay,
+            exc,
+        )
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # The final flush at shutdown runs after the loop has stopped.
+            log.error("%d calls were not logged at shutdown", len(self._pending))
+            return
+        self._timer = loop.call_later(self._retry_delay, self.flush)
 
     def _record_one(self, call: CallRecord) -> None:
         try:

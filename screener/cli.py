@@ -38,6 +38,8 @@ MAX_COUNT = 1_000_000_000
 # Allocations between young-generation collections while serving; Python's
 # default of 700 runs a collection every few calls under load.
 GC_THRESHOLD = 20_000
+# Milliseconds a database write of the server waits for another writer.
+SERVE_BUSY_TIMEOUT_MS = 20
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,7 +197,9 @@ def _serve(arguments: argparse.Namespace) -> int:
         from screener.mail import check_settings
 
         check_settings(config.mail)
-    store = open_store(config.database.path)
+    # Writes run on the event loop, so they wait only briefly for another
+    # writer's lock (classic AGI, the CLI) and the batch is retried later.
+    store = open_store(config.database.path, busy_timeout_ms=SERVE_BUSY_TIMEOUT_MS)
 
     def record(call: CallRecord) -> None:
         record_and_learn(store, call, config)

@@ -335,8 +335,12 @@ class Store:
             raise StorageError(f"database {str(self.path)!r}: {exc}") from exc
 
 
-def open_store(path: Path) -> Store:
-    """Open (creating if needed) and migrate the database at ``path``."""
+def open_store(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Store:
+    """Open (creating if needed) and migrate the database at ``path``.
+
+    ``busy_timeout_ms`` is how long a write waits for another writer's lock.
+    An event loop passes a short one and retries later, rather than stall.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(path, isolation_level=None)
@@ -345,7 +349,7 @@ def open_store(path: Path) -> Store:
     connection.row_factory = sqlite3.Row
     store = Store(connection, path)
     try:
-        _configure(connection)
+        _configure(connection, busy_timeout_ms)
         _migrate(connection)
     except sqlite3.Error as exc:
         connection.close()
@@ -353,8 +357,8 @@ def open_store(path: Path) -> Store:
     return store
 
 
-def _configure(connection: sqlite3.Connection) -> None:
-    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+def _configure(connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     # WAL lets the CLI read while the server writes; NORMAL sync is durable
     # across a process crash and costs one fsync per checkpoint, not per call.
     connection.execute("PRAGMA journal_mode = WAL")
