@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -18,6 +17,7 @@ import pytest
 
 from screener import lab as lab_module
 from screener.lab import LabProcess, LabSettings
+from tests.e2e.serving import free_port
 
 INSTANCE_PREFIX = "e2e-"
 
@@ -26,14 +26,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in item.nodeid:
             item.add_marker(pytest.mark.asterisk)
-
-
-def _free_port() -> int:
-    """Return a loopback TCP port that is free now (another process may race)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _stop_orphaned_instances(root: Path) -> None:
@@ -53,10 +45,10 @@ def _stop_orphaned_instances(root: Path) -> None:
 def lab_settings() -> LabSettings:
     return LabSettings(
         instance=f"{INSTANCE_PREFIX}{os.getpid()}",
-        ami_port=_free_port(),
+        ami_port=free_port(),
         ami_user="e2e",
         ami_secret=secrets.token_hex(12),
-        agi=f"agi://127.0.0.1:{_free_port()}",
+        agi=f"agi://127.0.0.1:{free_port()}",
         ring_timeout_seconds=10,
         handset_answer_seconds=1.0,
     )

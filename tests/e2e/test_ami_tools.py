@@ -13,7 +13,6 @@ import configparser
 import dataclasses
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from screener.ami.events import CallStage, StageKind
 from screener.ami.testcall import run_test_call
 from screener.ami.watch import Backoff, Notice, watch
 from screener.lab import LabProcess, LabSettings
+from tests.e2e.serving import free_port, screener_serve
 
 PROJECT = Path(__file__).resolve().parents[2]
 MANAGER_TEMPLATE = PROJECT / "asterisk-conf" / "manager_screener.conf"
@@ -37,13 +37,6 @@ SERVER_START_SECONDS = 15.0
 # A screened call ends by itself within this many seconds.
 CALL_SECONDS = 60.0
 EVENT_WAIT_SECONDS = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _template_privileges() -> tuple[str, str]:
@@ -74,27 +67,14 @@ class ToolsLab:
         )
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"screener serve exited early:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"screener serve did not listen within {SERVER_START_SECONDS} s")
-
-
 @pytest.fixture(scope="module")
 def tools_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolsLab]:
     """Start a separate lab instance and `screener serve` for this module."""
     read, write = _template_privileges()
-    agi_port = _free_port()
+    agi_port = free_port()
     settings = LabSettings(
         instance=f"e2e-ami-{os.getpid()}",
-        ami_port=_free_port(),
+        ami_port=free_port(),
         ami_user="screener",
         ami_secret=secrets.token_hex(12),
         agi=f"agi://127.0.0.1:{agi_port}",
@@ -116,21 +96,11 @@ def tools_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToolsLab]:
     lab_module.provision(settings.root)
     lab_module.stop(settings)
     process = lab_module.start(settings)
-    log = folder / "serve.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "screener", "-c", str(config_file), "serve"],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
     lab = ToolsLab(settings, process, config_file, config_module.load(config_file))
     try:
-        _wait_for_port(agi_port, server, log)
-        yield lab
+        with screener_serve(config_file, agi_port, folder / "serve.log"):
+            yield lab
     finally:
-        server.terminate()
-        server.wait(timeout=15)
         lab_module.stop(settings)
 
 
@@ -307,7 +277,7 @@ def test_status_all_ok(tools_lab: ToolsLab) -> None:
 
 def test_status_asterisk_down(tools_lab: ToolsLab, tmp_path: Path) -> None:
     config = tmp_path / "screener.toml"
-    closed_port = _free_port()
+    closed_port = free_port()
     config.write_text(
         tools_lab.config_file.read_text().replace(
             f"port = {tools_lab.settings.ami_port}", f"port = {closed_port}"

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from screener.lab import LabProcess
 from screener.ami.calls import agi_port, place_call
+from screener.lab import LabProcess
 
 CALLER = '"Pat Example" <5551234567>'
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from screener.lab import LabProcess
 from screener.ami.calls import ami_command, get_global, override_global
+from screener.lab import LabProcess
 
 
 async def test_dialplan_loads(lab: LabProcess) -> None:

@@ -9,9 +9,7 @@ sample by sample, and the call log by reading the database Screener wrote.
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -32,10 +30,20 @@ from tests.audio_analysis import (
     read_wav,
     sit_deviations,
 )
+from tests.e2e.serving import screener_serve
 
-CALLER = '"Pat Example" <5551234567>'
+# Each call comes from its own number: with the default learning settings a
+# decoy call blocks its number, which would change every later call from it.
+_numbers = itertools.count(5551230001)
+
+
+def new_caller() -> tuple[str, str]:
+    """Return a fresh caller ID ("Name" <number>) and its number."""
+    number = str(next(_numbers))
+    return f'"Pat Example" <{number}>', number
+
+
 SOUNDS = Path(__file__).resolve().parents[2] / "sounds"
-SERVER_START_SECONDS = 15.0
 # The server writes the log row as the session ends, a moment after the call.
 LOG_WAIT_SECONDS = 5.0
 # A predictive dialer's answering-machine detection starts at once, so the
@@ -53,19 +61,6 @@ class Screener:
     log: Path
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"screener serve exited early:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"screener serve did not listen within {SERVER_START_SECONDS} s")
-
-
 @pytest.fixture(scope="module")
 def screener_server(
     lab: LabProcess, tmp_path_factory: pytest.TempPathFactory
@@ -80,19 +75,8 @@ def screener_server(
         f'[database]\npath = "{database}"\n\n{MENU_SETTINGS}'
     )
     log = folder / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "screener", "--config", str(config), "serve"],
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_for_port(port, process, log)
+    with screener_serve(config, port, log):
         yield Screener(database=database, log=log)
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 @pytest.fixture
@@ -150,25 +134,27 @@ def agi_command_times(result: CallResult) -> list[tuple[float, str]]:
 async def test_owner_key_rings_handsets(
     lab: LabProcess, screener_server: Screener
 ) -> None:
-    result = await place_call(lab, keys=[(4.0, "1")], caller_id=CALLER, max_seconds=30)
+    caller, number = new_caller()
+    result = await place_call(lab, keys=[(4.0, "1")], caller_id=caller, max_seconds=30)
 
     assert result.line_variables["SCREENER_ACTION"] == "ring"
     assert [ring.handset for ring in result.rings] == ["handsets"]
-    assert result.rings[0].caller_id_number == "5551234567"
+    assert result.rings[0].caller_id_number == number
     assert result.rings[0].caller_id_name == "Pat Example"
     call = await logged_call(screener_server, result)
     assert call.outcome is Outcome.PASSED_OWNER
     assert call.keys == "1"
     assert call.stage is Stage.HANDSETS
-    assert call.number_raw == "5551234567"
-    assert call.number == "+15551234567"
+    assert call.number_raw == number
+    assert call.number == "+1" + number
     assert call.name_raw == "Pat Example"
 
 
 async def test_caller_hears_exact_intercept_tones(
     lab: LabProcess, screener_server: Screener
 ) -> None:
-    result = await place_call(lab, keys=[(3.0, "1")], caller_id=CALLER, max_seconds=30)
+    caller, _number = new_caller()
+    result = await place_call(lab, keys=[(3.0, "1")], caller_id=caller, max_seconds=30)
 
     samples, rate = read_wav(result.recording)
     tones = find_sit(samples, rate)
@@ -180,7 +166,8 @@ async def test_caller_hears_exact_intercept_tones(
 async def test_tones_start_within_300_ms_of_answer(
     lab: LabProcess, screener_server: Screener
 ) -> None:
-    result = await place_call(lab, keys=[(2.0, "1")], caller_id=CALLER, max_seconds=30)
+    caller, _number = new_caller()
+    result = await place_call(lab, keys=[(2.0, "1")], caller_id=caller, max_seconds=30)
 
     commands = agi_command_times(result)
     answered = next(at for at, command in commands if command == "ANSWER")
@@ -191,13 +178,14 @@ async def test_tones_start_within_300_ms_of_answer(
 async def test_other_key_rings_distinctively(
     lab: LabProcess, screener_server: Screener
 ) -> None:
+    caller, number = new_caller()
     result = await place_call(
-        lab, keys=[(4.0, "2"), (2.0, "1")], caller_id=CALLER, max_seconds=30
+        lab, keys=[(4.0, "2"), (2.0, "1")], caller_id=caller, max_seconds=30
     )
 
     assert result.line_variables["SCREENER_ACTION"] == "ring-other"
     assert [ring.handset for ring in result.rings] == ["handsets-other"]
-    assert result.rings[0].caller_id_number == "5551234567"
+    assert result.rings[0].caller_id_number == number
     call = await logged_call(screener_server, result)
     assert call.outcome is Outcome.PASSED_OTHER
     assert call.keys == "21"
@@ -206,8 +194,9 @@ async def test_other_key_rings_distinctively(
 async def test_decoy_hears_removal_message(
     lab: LabProcess, screener_server: Screener
 ) -> None:
+    caller, _number = new_caller()
     result = await place_call(
-        lab, keys=[(4.0, "2"), (2.0, "9")], caller_id=CALLER, max_seconds=40
+        lab, keys=[(4.0, "2"), (2.0, "9")], caller_id=caller, max_seconds=40
     )
 
     assert result.line_variables["SCREENER_ACTION"] == "hangup"
@@ -222,8 +211,9 @@ async def test_decoy_hears_removal_message(
 async def test_silent_caller_hears_menu_twice_then_goodbye(
     lab: LabProcess, screener_server: Screener
 ) -> None:
+    caller, _number = new_caller()
     max_seconds = 60.0
-    result = await place_call(lab, keys=[], caller_id=CALLER, max_seconds=max_seconds)
+    result = await place_call(lab, keys=[], caller_id=caller, max_seconds=max_seconds)
 
     samples, rate = read_wav(result.recording)
     menus = heard(result, "main-menu")
@@ -243,8 +233,9 @@ async def test_silent_caller_hears_menu_twice_then_goodbye(
 async def test_invalid_key_replays_menu(
     lab: LabProcess, screener_server: Screener
 ) -> None:
+    caller, _number = new_caller()
     result = await place_call(
-        lab, keys=[(2.0, "5"), (5.0, "1")], caller_id=CALLER, max_seconds=30
+        lab, keys=[(2.0, "5"), (5.0, "1")], caller_id=caller, max_seconds=30
     )
 
     assert len(heard(result, "main-menu")) == 1
@@ -256,7 +247,8 @@ async def test_invalid_key_replays_menu(
 async def test_hangup_during_menu_logged_with_stage(
     lab: LabProcess, screener_server: Screener
 ) -> None:
-    result = await place_call(lab, keys=[], caller_id=CALLER, max_seconds=2.5)
+    caller, _number = new_caller()
+    result = await place_call(lab, keys=[], caller_id=caller, max_seconds=2.5)
 
     call = await logged_call(screener_server, result)
     assert call.outcome is Outcome.TRAPPED_HANGUP
@@ -265,18 +257,20 @@ async def test_hangup_during_menu_logged_with_stage(
 
 
 async def test_classic_agi_rings_owner(lab: LabProcess, classic_agi: Screener) -> None:
-    result = await place_call(lab, keys=[(4.0, "1")], caller_id=CALLER, max_seconds=30)
+    caller, number = new_caller()
+    result = await place_call(lab, keys=[(4.0, "1")], caller_id=caller, max_seconds=30)
 
     assert [ring.handset for ring in result.rings] == ["handsets"]
-    assert result.rings[0].caller_id_number == "5551234567"
+    assert result.rings[0].caller_id_number == number
     call = await logged_call(classic_agi, result)
     assert call.outcome is Outcome.PASSED_OWNER
-    assert call.number == "+15551234567"
+    assert call.number == "+1" + number
 
 
 async def test_classic_agi_traps_decoy(lab: LabProcess, classic_agi: Screener) -> None:
+    caller, _number = new_caller()
     result = await place_call(
-        lab, keys=[(4.0, "2"), (2.0, "9")], caller_id=CALLER, max_seconds=40
+        lab, keys=[(4.0, "2"), (2.0, "9")], caller_id=caller, max_seconds=40
     )
 
     assert result.rings == []
@@ -289,7 +283,8 @@ async def test_classic_agi_traps_decoy(lab: LabProcess, classic_agi: Screener) -
 async def test_classic_agi_keeps_caller_id_off_console(
     lab: LabProcess, classic_agi: Screener
 ) -> None:
-    result = await place_call(lab, keys=[(2.0, "1")], caller_id=CALLER, max_seconds=30)
+    caller, _number = new_caller()
+    result = await place_call(lab, keys=[(2.0, "1")], caller_id=caller, max_seconds=30)
 
     await logged_call(classic_agi, result)
     console = classic_agi.log.read_text(errors="replace")
