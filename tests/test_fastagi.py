@@ -236,3 +236,18 @@ async def test_silent_reply_times_out_command(
     await Peer(instance.port).call(never_answer)
     await until(lambda: len(calls) == 1)
     assert calls[0].outcome is Outcome.FAILED
+
+
+async def test_extra_reply_is_not_read_as_key(
+    server: tuple[FastAgiServer, list[CallRecord]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    instance, calls = server
+    peer = Peer(instance.port)
+    # Two replies to the tones: the second would look like key 1 on the menu.
+    await peer.call(
+        press({"sit-ic": b"200 result=0 endpos=100\n200 result=49 endpos=1\n"})
+    )
+    await until(lambda: len(calls) == 1)
+    assert calls[0].outcome is Outcome.TRAPPED_SILENT
+    assert any("unexpected lines" in r.getMessage() for r in caplog.records)

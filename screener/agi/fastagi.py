@@ -109,6 +109,8 @@ class AgiConnection(asyncio.Protocol):
 
     async def request(self, command: bytes, timeout: float) -> Reply:
         """Send ``command`` and return its reply within ``timeout`` seconds."""
+        if self._lines:
+            self._drop_stray_lines()
         if self._closed is not None:
             raise self._closed
         assert self._transport is not None
@@ -126,6 +128,26 @@ class AgiConnection(asyncio.Protocol):
             if reply.status is Status.USAGE and line.startswith("520-"):
                 await self._skip_usage(deadline, timeout)
             return reply
+
+    def _drop_stray_lines(self) -> None:
+        """Discard lines that arrived while no command was waiting.
+
+        Asterisk sends exactly one reply per command, so such a line is a
+        peer's fault. Read as the next command's reply it would, for
+        example, turn a stray "200 result=49" into the caller's key "1".
+        """
+        stray = [line for line in self._lines if line != HANGUP_LINE]
+        hung_up = len(stray) < len(self._lines)
+        self._lines.clear()
+        if stray:
+            log.warning(
+                "[%s] dropped %d unexpected lines, first %r",
+                self.tag,
+                len(stray),
+                stray[0][:80],
+            )
+        if hung_up:
+            raise ChannelHungUp("Asterisk reported HANGUP")
 
     async def _skip_usage(self, deadline: float, timeout: float) -> None:
         for _ in range(MAX_USAGE_LINES):
