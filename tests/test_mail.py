@@ -500,6 +500,28 @@ async def test_caller_name_cannot_inject_headers(
     assert r'"Evil\r\nBcc: victim@example.org\r\n\r\nbody"' in plain
 
 
+async def test_encoded_word_name_cannot_inject_headers(
+    tmp_path: Path, store: Store, handler: Handler, server: asyncio.Server
+) -> None:
+    # Python's email package decodes RFC 2047 words as a header is set, so
+    # this name would become a raw CR LF and a Bcc header if taken literally.
+    evil = "=?utf-8?q?Evil=0D=0ABcc:_victim@example.org?="
+    store.record_call(make_call(name=evil), report=True)
+    config = make_config(tmp_path, port_of(server))
+
+    await sender_for(store, config, Deliveries()).deliver_due()
+
+    received = handler.received[0]
+    assert received.recipients == [OWNER]
+    headers = received.raw.split(b"\r\n\r\n", 1)[0]
+    assert not re.search(rb"^bcc:", headers, re.IGNORECASE | re.MULTILINE)
+    assert received.message["Bcc"] is None
+    assert (
+        '"= ?utf-8?q?Evil=0D=0ABcc:_victim@example.org?="'
+        in (received.message["Subject"])
+    )
+
+
 async def test_non_ascii_name_encoded(
     tmp_path: Path, store: Store, handler: Handler, server: asyncio.Server
 ) -> None:

@@ -2,10 +2,13 @@
 
 Everything that comes from the caller (number and name as received) is
 untrusted. Before it goes into a header it passes :func:`header_text`, which
-replaces control characters, so a name such as ``"Evil\\r\\nBcc: x@y"`` stays
-one line of the Subject; in the plain body it is shown with escapes, and in
-the HTML body it is escaped. Non-ASCII text is encoded by the ``email``
-package (RFC 2047 words in headers, UTF-8 bodies).
+replaces control characters and breaks up RFC 2047 encoded-word syntax, so a
+name such as ``"Evil\\r\\nBcc: x@y"`` or ``"=?utf-8?q?=0D=0ABcc:_x@y?="``
+stays one line of the Subject. :func:`check_header_block` then rejects a
+built message whose parsed headers differ from the text given or hold a line
+break. In the plain body caller text is shown with escapes, and in the HTML
+body it is escaped. Non-ASCII text is encoded by the ``email`` package
+(RFC 2047 words in headers, UTF-8 bodies).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from screener.callerid import Presence
 from screener.config import Mail
+from screener.errors import MailError
 from screener.flow import Outcome, Stage
 from screener.records import CallRecord
 from screener.storage import OutboxEntry, TrapCounts
@@ -41,6 +45,13 @@ RECORDING_TYPES = {
 # Asterisk uniqueids are "<epoch>.<sequence>"; anything else is not used in a
 # file name, so a crafted value cannot leave the recordings folder.
 _SAFE_UNIQUEID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+# Unicode categories replaced in headers: controls (CR, LF, NEL and the
+# others that str.splitlines() breaks at), format characters, line and
+# paragraph separators, and lone surrogates, which cannot be encoded.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+# Starts an RFC 2047 encoded word. The email package decodes such words when
+# a header is set, so caller text could smuggle in a CR LF or a new header.
+_ENCODED_WORD_START = "=?"
 _NANP = re.compile(r"^\+1(\d{3})(\d{3})(\d{4})$")
 _HANGUP_WHERE = {
     Stage.ANSWER: "hung up on answer",
@@ -71,24 +82,28 @@ class Recording:
 
 
 def header_text(text: str, limit: int = MAX_HEADER_NAME) -> str:
-    """Return ``text`` fit for one header line: no control characters, bounded.
+    """Return ``text`` fit for one header line as literal text, bounded.
 
     Control, format and line/paragraph separator characters become spaces,
-    runs of white space collapse to one, and text past ``limit`` is cut.
+    runs of white space collapse to one, ``=?`` becomes ``= ?`` so that no
+    part of the text is read as an RFC 2047 encoded word, and text past
+    ``limit`` is cut.
     """
     replaced = "".join(
-        " " if unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"} else char
+        " " if unicodedata.category(char) in _UNSAFE_CATEGORIES else char
         for char in text
     )
     single = " ".join(replaced.split())
-    return single if len(single) <= limit else single[: limit - 1] + "…"
+    # One pass is enough: the inserted space cannot form a new "=?".
+    literal = single.replace(_ENCODED_WORD_START, "= ?")
+    return literal if len(literal) <= limit else literal[: limit - 1] + "…"
 
 
 def visible(text: str) -> str:
     """Return ``text`` quoted, with control characters shown as escapes."""
     return "".join(
         char.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}
+        if unicodedata.category(char) in _UNSAFE_CATEGORIES
         else char
         for char in text
     ).join('""')
@@ -121,7 +136,7 @@ def outcome_phrase(call: CallRecord, decoy: str) -> str:
 
 def report_subject(call: CallRecord, decoy: str) -> str:
     """Return the subject of a single report, safe for a header."""
-    caller = format_number(call)
+    caller = header_text(format_number(call))
     if call.name:
         caller = f'{caller} "{header_text(call.name)}"'
     phrase = header_text(outcome_phrase(call, decoy), limit=2 * MAX_HEADER_NAME)
@@ -189,6 +204,7 @@ def build_report(
         _html(title, [(title, facts)]), subtype="html", cte="quoted-printable"
     )
     _attach(message, [recording])
+    check_header_block(message)
     return message
 
 
@@ -229,19 +245,46 @@ def build_digest(
         _html(subject, sections), subtype="html", cte="quoted-printable"
     )
     _attach(message, recordings)
+    check_header_block(message)
     return message
+
+
+def check_header_block(message: EmailMessage) -> None:
+    """Raise MailError if a header of ``message`` or of any part spans lines.
+
+    The values checked are the ones the ``email`` package will write, after
+    it has decoded any encoded word, so this catches a line break however
+    it got in.
+    """
+    for part in message.walk():
+        for name, value in part.items():
+            text = str(value)
+            if text and text.splitlines() != [text]:
+                raise MailError(f"{name} header contains a line break: {text!r}")
 
 
 def _envelope(settings: ReportSettings, subject: str, identifier: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = settings.mail.sender
     message["To"] = settings.mail.to
-    message["Subject"] = subject
+    _set_literal_header(message, "Subject", subject)
     message["Date"] = format_datetime(datetime.now().astimezone())
     message["Message-ID"] = identifier
     # RFC 3834: marks the mail as machine-sent, so auto-replies are not sent.
     message["Auto-Submitted"] = "auto-generated"
     return message
+
+
+def _set_literal_header(message: EmailMessage, name: str, value: str) -> None:
+    # The email package parses a header as it is set and decodes encoded
+    # words, so a value that reads back different was not taken literally.
+    message[name] = value
+    stored = str(message[name])
+    if stored != value:
+        raise MailError(
+            f"{name} header {value!r} would be sent as {stored!r} because"
+            " it contains an RFC 2047 encoded word"
+        )
 
 
 def _call_facts(
