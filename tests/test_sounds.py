@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -471,3 +472,17 @@ def test_check_reports_stale_prompt(built: Path) -> None:
 def test_check_ignores_unplayed_sit_codes(built: Path) -> None:
     (built / "sit-nc.wav").unlink()
     assert check(make_config(built)) == []
+
+
+def test_fifo_recording_rejected_without_reading(tmp_path: Path) -> None:
+    fifo = tmp_path / "menu.fifo"
+    os.mkfifo(fifo)
+    config = parse(
+        {
+            "sounds": {"build_dir": str(tmp_path / "built")},
+            "prompts": {"recordings": {"main_menu": str(fifo)}},
+        },
+        base_dir=tmp_path,
+    )
+    with pytest.raises(SoundsError, match="not a regular file"):
+        build(config)

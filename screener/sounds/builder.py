@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,6 +39,9 @@ MANIFEST_FORMAT = 1
 TONE_VERSION = 1
 SPEECH_VERSION = 1
 RECORDING_VERSION = 1
+# A prompt recording is seconds of audio; an hour of 48 kHz stereo WAV is
+# about 700 MB, so this bounds the hashing and decoding of a wrong file.
+MAX_RECORDING_BYTES = 200 * 1024 * 1024
 
 # The sounds built from the default configuration, committed with the source.
 # A build copies a file from here when its inputs match, so a machine without
@@ -199,7 +203,7 @@ def _recording_job(prompt: str, recording: Path) -> Job:
     from screener.sounds.convert import prompt_wav
 
     try:
-        content = hashlib.sha256(recording.read_bytes()).hexdigest()
+        content = _hash_recording(recording)
     except FileNotFoundError:
         raise SoundsError(
             f"recording for prompt {prompt!r} not found: {str(recording)!r}"
@@ -217,6 +221,26 @@ def _recording_job(prompt: str, recording: Path) -> Job:
         f"recording {recording}",
         lambda: prompt_wav(recording),
     )
+
+
+def _hash_recording(recording: Path) -> str:
+    """Hash a recording in chunks, refusing anything but a regular file.
+
+    A FIFO would block the build for ever and a device such as /dev/zero
+    never ends, so both are rejected before a byte is read.
+    """
+    status = recording.stat()
+    if not stat.S_ISREG(status.st_mode):
+        raise SoundsError(f"recording {str(recording)!r} is not a regular file")
+    if status.st_size > MAX_RECORDING_BYTES:
+        raise SoundsError(
+            f"recording {str(recording)!r} is over {MAX_RECORDING_BYTES} bytes"
+        )
+    digest = hashlib.sha256()
+    with recording.open("rb") as file:
+        while chunk := file.read(1 << 16):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _hash_inputs(inputs: dict[str, object]) -> str:
