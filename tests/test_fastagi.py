@@ -251,3 +251,20 @@ async def test_extra_reply_is_not_read_as_key(
     await until(lambda: len(calls) == 1)
     assert calls[0].outcome is Outcome.TRAPPED_SILENT
     assert any("unexpected lines" in r.getMessage() for r in caplog.records)
+
+
+async def test_bad_start_flood_is_rate_limited(
+    server: tuple[FastAgiServer, list[CallRecord]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    instance, _calls = server
+    caplog.set_level(logging.WARNING)
+    attempts = fastagi.MAX_WARNINGS_PER_WINDOW + 10
+    for _ in range(attempts):
+        reader, writer = await asyncio.open_connection("127.0.0.1", instance.port)
+        writer.write(b"garbage\n")
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+        writer.close()
+    warnings = [r for r in caplog.records if "bad session start" in r.getMessage()]
+    assert len(warnings) == fastagi.MAX_WARNINGS_PER_WINDOW

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable
 
 from screener.agi.channel import AgiChannel
@@ -47,6 +48,10 @@ MAX_SESSIONS = 4096
 # Lines received but not yet read. Asterisk sends one reply per command (plus
 # a HANGUP line), so a longer backlog is a peer flooding us.
 MAX_PENDING_LINES = 64
+# Bad session starts logged per window; the rest are counted, so a flood of
+# broken connections cannot fill the disk with log lines.
+MAX_WARNINGS_PER_WINDOW = 20
+WARNING_WINDOW_SECONDS = 60.0
 
 
 class AgiConnection(asyncio.Protocol):
@@ -219,9 +224,7 @@ class AgiConnection(asyncio.Protocol):
         if self._closed is not None:
             return
         if self._parser is not None:
-            log.warning(
-                "FastAGI %s: bad session start: %s; connection closed", self.peer, exc
-            )
+            self._server.warn_bad_start(self.peer, exc)
             self._parser = None
         self._finish(exc)
         if self._transport is not None:
@@ -231,9 +234,7 @@ class AgiConnection(asyncio.Protocol):
         if self._closed is None:
             self._closed = exc
         if self._parser is not None:
-            log.warning(
-                "FastAGI %s: bad session start: %s; connection closed", self.peer, exc
-            )
+            self._server.warn_bad_start(self.peer, exc)
             self._parser = None
             if self._transport is not None:
                 self._transport.close()
@@ -274,6 +275,9 @@ class FastAgiServer:
         self._features = features
         self._server: asyncio.Server | None = None
         self._connections: set[AgiConnection] = set()
+        self._warning_window_start = time.monotonic()
+        self._warnings_in_window = 0
+        self._suppressed_warnings = 0
         self._sessions: set[asyncio.Task[None]] = set()
 
     @property
@@ -305,6 +309,29 @@ class FastAgiServer:
         if self._sessions:
             await asyncio.gather(*self._sessions, return_exceptions=True)
         log.info("FastAGI server stopped")
+
+    def warn_bad_start(self, peer: str, exc: Exception) -> None:
+        """Log a peer that broke the session start, at a bounded rate.
+
+        A flood of bad connections would otherwise write a line each; past
+        the limit they are counted and reported once the minute is over.
+        """
+        now = time.monotonic()
+        if now - self._warning_window_start >= WARNING_WINDOW_SECONDS:
+            if self._suppressed_warnings:
+                log.warning(
+                    "FastAGI: %d more bad session starts in the last %.0f s",
+                    self._suppressed_warnings,
+                    now - self._warning_window_start,
+                )
+            self._warning_window_start = now
+            self._warnings_in_window = 0
+            self._suppressed_warnings = 0
+        if self._warnings_in_window >= MAX_WARNINGS_PER_WINDOW:
+            self._suppressed_warnings += 1
+            return
+        self._warnings_in_window += 1
+        log.warning("FastAGI %s: bad session start: %s; connection closed", peer, exc)
 
     def admit(self, connection: AgiConnection) -> bool:
         """Register a new connection unless the server is full."""
