@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import email.policy
 import socket
@@ -93,6 +94,71 @@ def authenticator(login: str, password: str) -> Any:
         return AuthResult(success=ok, handled=False)
 
     return check
+
+
+@dataclass
+class EchoingServer:
+    """A hostile SMTP server that quotes every line it receives in its replies.
+
+    It offers one AUTH ``mechanism`` (PLAIN, LOGIN or CRAM-MD5) and replies
+    to the final AUTH line with ``auth_code``. With 235 it goes on to accept
+    MAIL, RCPT and DATA, again quoting the client's lines.
+    """
+
+    mechanism: str
+    auth_code: int = 535
+    lines: list[bytes] = field(default_factory=list)
+    challenged: bool = False
+
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        send = writer.write
+        send(b"220 echo.test ESMTP\r\n")
+        in_data = False
+        while line := await reader.readline():
+            line = line.rstrip(b"\r\n")
+            self.lines.append(line)
+            if in_data:
+                if line == b".":
+                    in_data = False
+                    send(b"250 queued\r\n")
+                continue
+            send(self._reply(line))
+            if line.upper() == b"DATA":
+                in_data = True
+            if line.upper() == b"QUIT":
+                break
+            await writer.drain()
+        writer.close()
+
+    def _reply(self, line: bytes) -> bytes:
+        if self.challenged:
+            # The client's reply to the 334 challenge of LOGIN or CRAM-MD5.
+            self.challenged = False
+            return f"{self.auth_code} you sent: ".encode() + line + b"\r\n"
+        verb = line.split(b" ", 1)[0].upper()
+        if verb == b"EHLO":
+            return b"250-echo.test\r\n250 AUTH " + self.mechanism.encode() + b"\r\n"
+        if verb == b"AUTH" and self.mechanism == "PLAIN":
+            return f"{self.auth_code} you sent: ".encode() + line + b"\r\n"
+        if verb == b"AUTH":
+            self.challenged = True
+            if self.mechanism == "LOGIN":
+                return b"334 UGFzc3dvcmQ6\r\n"
+            return b"334 " + base64.b64encode(b"<1.2@echo.test>") + b"\r\n"
+        if verb in {b"MAIL", b"RCPT"}:
+            return b"250 you sent: " + line + b"\r\n"
+        if verb == b"DATA":
+            return b"354 go ahead\r\n"
+        if verb == b"QUIT":
+            return b"221 bye\r\n"
+        return b"500 unknown: " + line + b"\r\n"
+
+
+async def start_echoing_server(echo: EchoingServer) -> asyncio.Server:
+    """Start ``echo`` on loopback in the running event loop."""
+    return await asyncio.start_server(echo.handle, HOST, 0)
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

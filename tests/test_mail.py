@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import time
@@ -27,16 +28,19 @@ from screener.mail import (
     send_test,
 )
 from screener.mail.report import header_text
+from screener.mail.smtp import Redactor
 from screener.records import CallRecord
 from screener.storage import Store, open_store
 from tests.mail_server import (
     HOST,
+    EchoingServer,
     Handler,
     authenticator,
     free_port,
     make_certificate,
     port_of,
     server_tls_context,
+    start_echoing_server,
     start_server,
 )
 
@@ -467,6 +471,119 @@ async def test_auth_wrong_password_names_setting(
     assert states(store) == ["queued"]
     assert PASSWORD not in caplog.text
     assert "AUTH: 535" in caplog.text
+
+
+def secret_forms(username: str, password: str) -> list[str]:
+    """Return the password and every base64 form of it that AUTH may send."""
+    encode = base64.b64encode
+    return [
+        password,
+        encode(password.encode()).decode(),
+        encode(f"\0{username}\0{password}".encode()).decode(),
+        # The same credentials without the leading NUL, as a server that
+        # decodes and re-encodes them might write.
+        encode(f"{username}\0{password}".encode()).decode(),
+    ]
+
+
+def assert_redacted(text: str) -> None:
+    for form in secret_forms("screener", PASSWORD):
+        assert form not in text
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
+async def test_auth_echo_redacted_in_outbox(
+    tmp_path: Path, store: Store, mechanism: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    echo = EchoingServer(mechanism)
+    server = await start_echoing_server(echo)
+    (tmp_path / "password").write_text(PASSWORD)
+    config = make_config(
+        tmp_path, port_of(server), username="screener", password_file="password"
+    )
+    store.record_call(make_call(), report=True)
+
+    result = await sender_for(store, config, Deliveries()).deliver_due()
+    server.close()
+
+    assert result.retried == 1
+    auth_lines = [line for line in echo.lines if line.startswith(b"AUTH")]
+    assert len(auth_lines) == 1
+    last_line = echo.lines[echo.lines.index(auth_lines[0]) + (mechanism != "PLAIN")]
+    error = store.query("SELECT last_error FROM outbox")[0][0]
+    assert error.startswith("AUTH: 535 you sent: ")
+    assert "[redacted]" in error
+    assert last_line.split(b" ")[-1].decode() not in error
+    assert_redacted(error)
+    assert_redacted(caplog.text)
+
+
+async def test_auth_echo_redacted_in_transcript(tmp_path: Path) -> None:
+    echo = EchoingServer("PLAIN", auth_code=235)
+    server = await start_echoing_server(echo)
+    (tmp_path / "password").write_text(PASSWORD)
+    config = make_config(
+        tmp_path, port_of(server), username="screener", password_file="password"
+    )
+
+    result = await send_test(config)
+    server.close()
+
+    assert result.error is None
+    replies = {reply.step: reply.text for reply in result.transcript}
+    assert replies["AUTH"] == "you sent: AUTH PLAIN [redacted]"
+    assert replies["MAIL"].startswith("you sent: MAIL FROM:")
+    for reply in result.transcript:
+        assert_redacted(reply.text)
+
+
+async def test_mail_test_cli_redacts_auth_echo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    echo = EchoingServer("LOGIN")
+    server = await start_echoing_server(echo)
+    (tmp_path / "password").write_text(PASSWORD)
+    path = tmp_path / "screener.toml"
+    path.write_text(
+        f'[mail]\nenabled = true\nto = "{OWNER}"\nfrom = "{SENDER}"\n'
+        f'host = "{HOST}"\nport = {port_of(server)}\nusername = "screener"\n'
+        'password_file = "password"\n'
+    )
+
+    status = await asyncio.to_thread(cli.main, ["-c", str(path), "mail", "test"])
+    server.close()
+
+    output = capsys.readouterr().out
+    assert status == 1
+    assert "AUTH: 535 you sent: [redacted]" in output
+    assert_redacted(output)
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        *secret_forms("screener", PASSWORD),
+        # Base64 of the credentials with an authorisation identity.
+        base64.b64encode(f"admin\0screener\0{PASSWORD}".encode()).decode(),
+        # The password's base64 with its padding removed.
+        base64.b64encode(PASSWORD.encode()).decode().rstrip("="),
+    ],
+)
+def test_redactor_removes_secret_forms(echoed: str) -> None:
+    redact = Redactor()
+    redact.add_password("screener", PASSWORD)
+    text = redact(f"535 rejected {echoed} here")
+    assert text == "535 rejected [redacted] here"
+
+
+def test_redactor_keeps_other_text() -> None:
+    redact = Redactor()
+    redact.add_password("screener", PASSWORD)
+    redact.add_payloads([b"", b"c2NyZWVuZXI="])
+    assert redact("250 2.0.0 Ok: queued as TEST1") == "250 2.0.0 Ok: queued as TEST1"
+    assert redact("334 VXNlcm5hbWU6") == "334 VXNlcm5hbWU6"
+    assert redact("sent c2NyZWVuZXI=") == "sent [redacted]"
 
 
 def test_missing_password_names_setting(tmp_path: Path) -> None:

@@ -4,21 +4,30 @@ The session runs each step (greeting, EHLO, STARTTLS, AUTH, MAIL, RCPT,
 DATA) itself rather than through aiosmtplib's one-call ``send_message``, so
 that a failure names the step and carries the server's exact reply, which
 ``screener mail test`` prints and the outbox keeps.
+
+Server replies are redacted before they are stored, logged or printed: a
+hostile or broken server may echo the AUTH exchange, which carries the
+password in plain text or base64.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import logging
+import re
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from types import TracebackType
+from typing import Any, Literal
 
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import Default
 
 from screener.config import Mail
 from screener.errors import MailError
@@ -30,6 +39,9 @@ log = logging.getLogger(__name__)
 # step (greeting, EHLO, STARTTLS, AUTH) means the setup is wrong, so the
 # report stays queued until the owner fixes it.
 MESSAGE_STEPS = frozenset({"MAIL", "RCPT", "DATA"})
+REDACTED = "[redacted]"
+# A run of base64 characters long enough to carry a credential.
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,70 @@ def tls_context(mail: Mail) -> ssl.SSLContext:
         ) from exc
 
 
+class Redactor:
+    """Credentials sent to the server, removed from any text shown or stored."""
+
+    def __init__(self) -> None:
+        self._password: bytes = b""
+        self._secrets: set[str] = set()
+
+    def add_password(self, username: str, password: str) -> None:
+        """Redact ``password`` and the base64 forms that AUTH PLAIN and LOGIN send."""
+        secret = password.encode("utf-8")
+        self._password = secret
+        self._secrets.add(password)
+        self._secrets.add(base64.b64encode(secret).decode("ascii"))
+        plain = b"\0" + username.encode("utf-8") + b"\0" + secret
+        self._secrets.add(base64.b64encode(plain).decode("ascii"))
+
+    def add_payloads(self, payloads: Iterable[bytes]) -> None:
+        """Redact arguments sent during AUTH, such as a CRAM-MD5 response."""
+        for payload in payloads:
+            if payload:
+                self._secrets.add(payload.decode("ascii", "replace"))
+
+    def __call__(self, text: str) -> str:
+        """Return ``text`` with every credential replaced by ``[redacted]``."""
+        if self._password:
+            # A server may re-encode what it received, or echo it with another
+            # alignment, so first drop whole base64 runs that decode to the
+            # password, before a shorter known form is cut out of the middle.
+            text = _BASE64_RUN.sub(self._redact_encoded, text)
+        # Longest first, so a payload that contains a shorter secret goes whole.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def _redact_encoded(self, match: re.Match[str]) -> str:
+        run = match.group()
+        try:
+            decoded = base64.b64decode(run + "=" * (-len(run) % 4))
+        except (binascii.Error, ValueError):
+            return run
+        return REDACTED if self._password in decoded else run
+
+
+class _Client(aiosmtplib.SMTP):
+    """An aiosmtplib client that keeps the arguments it sends during AUTH."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.recording_auth = False
+        self.auth_payloads: list[bytes] = []
+
+    async def execute_command(
+        self,
+        *args: bytes,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> SMTPResponse:
+        if self.recording_auth:
+            # "AUTH <mechanism>" names no secret, but what follows it and every
+            # continuation line (base64 password, CRAM-MD5 response) may.
+            sent = args[2:] if args[:1] == (b"AUTH",) else args
+            self.auth_payloads.extend(sent)
+        return await super().execute_command(*args, timeout=timeout)
+
+
 @dataclass
 class SmtpSession:
     """An open SMTP connection, used as ``async with SmtpSession(...) as s``."""
@@ -89,7 +165,8 @@ class SmtpSession:
     # The test message may go elsewhere than mail.to.
     recipient: str | None = None
     transcript: list[Reply] = field(default_factory=list)
-    _client: aiosmtplib.SMTP | None = None
+    _client: _Client | None = None
+    _redact: Redactor = field(default_factory=Redactor, init=False, repr=False)
 
     async def __aenter__(self) -> SmtpSession:
         await self.open()
@@ -117,7 +194,7 @@ class SmtpSession:
     async def _open(self) -> None:
         mail = self.mail
         context = tls_context(mail) if mail.security != "none" else None
-        client = aiosmtplib.SMTP(
+        client = _Client(
             hostname=mail.host,
             port=mail.port,
             use_tls=mail.security == "tls",
@@ -161,14 +238,18 @@ class SmtpSession:
             return
         try:
             response = await client.quit()
-            self.transcript.append(Reply("QUIT", response.code, response.message))
+            reply = Reply("QUIT", response.code, self._redact(response.message))
+            self.transcript.append(reply)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            log.debug("QUIT failed: %s", exc)
+            log.debug("QUIT failed: %s", self._redact(str(exc)))
             client.close()
 
-    async def _login(self, client: aiosmtplib.SMTP, password: Secret) -> None:
+    async def _login(self, client: _Client, password: Secret) -> None:
+        self._redact.add_password(self.mail.username, password.value)
+        client.recording_auth = True
+        login = client.login(self.mail.username, password.value)
         try:
-            await self._step("AUTH", client.login(self.mail.username, password.value))
+            await self._step("AUTH", login, auth_client=client)
         except DeliveryFailed as exc:
             # The reply alone ("535 5.7.8 invalid credentials") does not say
             # which of our settings to fix.
@@ -180,22 +261,41 @@ class SmtpSession:
             ) from exc
 
     async def _step(
-        self, step: str, request: Awaitable[SMTPResponse], *, where: str = ""
+        self,
+        step: str,
+        request: Awaitable[SMTPResponse],
+        *,
+        where: str = "",
+        auth_client: _Client | None = None,
     ) -> Reply:
+        """Await one request and record the server's reply, redacted.
+
+        With ``auth_client``, the AUTH arguments it recorded are added to the
+        redaction, and its recording stops once the request ends.
+        """
         try:
             response = await request
         except aiosmtplib.SMTPResponseException as exc:
-            self.transcript.append(Reply(step, exc.code, exc.message))
-            raise DeliveryFailed(step, exc.code, exc.message) from exc
+            text = self._redacted(exc.message, auth_client)
+            self.transcript.append(Reply(step, exc.code, text))
+            raise DeliveryFailed(step, exc.code, text) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            text = str(exc) or type(exc).__name__
+            text = self._redacted(str(exc) or type(exc).__name__, auth_client)
             if where:
                 text = f"{where}: {text}"
             raise DeliveryFailed(step, None, text) from exc
-        reply = Reply(step, response.code, response.message)
+        reply = Reply(
+            step, response.code, self._redacted(response.message, auth_client)
+        )
         self.transcript.append(reply)
         log.debug("SMTP %s", reply)
         return reply
+
+    def _redacted(self, text: str, auth_client: _Client | None) -> str:
+        if auth_client is not None:
+            auth_client.recording_auth = False
+            self._redact.add_payloads(auth_client.auth_payloads)
+        return self._redact(text)
 
     def _require_client(self) -> aiosmtplib.SMTP:
         if self._client is None:
