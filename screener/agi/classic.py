@@ -1,11 +1,14 @@
 """Classic AGI: the same call flow as a process Asterisk starts per call.
 
 Name it in the dialplan as ``AGI(screener-agi)``. pyst2 reads the environment
-from stdin and speaks the protocol on stdout. Two pyst2 habits are worked
-around: it copies the environment block (caller ID included) and every
-command to the stderr it is given, which Asterisk puts in its console, so it
-gets a sink of its own; and its replies are dictionaries and exceptions of its
-own, which :class:`Pyst2Channel` turns into Screener's errors.
+from stdin and speaks the protocol on stdout. Three pyst2 habits are worked
+around. It copies the environment block (caller ID included) and every
+command and reply to the stderr it is given, which Asterisk puts in its
+console, so it gets a sink of its own. Its reads have no limits and loop at
+end of file, so it reads stdin through :class:`AgiInput`, which applies
+FastAGI's limits and hang-up rules. Its replies are dictionaries and
+exceptions of its own, which :class:`Pyst2Channel` turns into Screener's
+errors.
 
 Heavy modules (pydub, aiosmtplib) are never imported here, so that the first
 command reaches Asterisk as soon as possible. The database is opened before
@@ -20,11 +23,28 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from screener import config as config_module
-from screener.agi.protocol import Environment, check_argument
-from screener.errors import ChannelHungUp, CommandFailed, ScreenerError
+from screener.agi.protocol import (
+    HANGUP_LINE,
+    MAX_LINE_BYTES,
+    MAX_USAGE_LINES,
+    Environment,
+    EnvironmentParser,
+    Reply,
+    Status,
+    check_argument,
+    is_usage_continuation,
+    parse_reply_line,
+    quote,
+)
+from screener.errors import (
+    ChannelHungUp,
+    CommandFailed,
+    ProtocolError,
+    ScreenerError,
+)
 from screener.lists.features import FEATURE_PREFIX
 from screener.records import CallRecord
 from screener.session import run_session
@@ -40,6 +60,82 @@ T = TypeVar("T")
 DEAD_CHANNEL_CODE = 511
 
 
+class AgiInput:
+    """The stdin that pyst2 reads, with the limits and rules of FastAGI.
+
+    pyst2 0.5.1 calls ``readline()`` with no limit on the length or number of
+    lines. At end of file it parses the empty string (ValueError), and it
+    reads a ``520-`` usage text until a line starting with ``520`` arrives,
+    which at end of file never happens, so it spins. Here every line is
+    capped at MAX_LINE_BYTES and decoded as UTF-8 with replacement. End of
+    file and Asterisk's ``HANGUP`` line raise ChannelHungUp. The environment
+    block goes through FastAGI's parser, which bounds it, and a reply that
+    pyst2 would mishandle raises ProtocolError or CommandFailed here. These
+    exceptions pass through pyst2 unchanged, because it catches only OSError
+    around its reads.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._parser: EnvironmentParser | None = EnvironmentParser()
+        self._environment: Environment | None = None
+
+    @property
+    def environment(self) -> Environment:
+        """The environment block, complete once pyst2's constructor returns."""
+        if self._environment is None:
+            raise RuntimeError("the AGI environment block has not been read yet")
+        return self._environment
+
+    def readline(self) -> str:
+        """Read one line for pyst2, checked as FastAGI checks it."""
+        line = self._read_line()
+        if self._parser is not None:
+            self._environment = self._parser.feed(line)
+            if self._environment is not None:
+                self._parser = None
+        else:
+            self._check_reply(line)
+        return line + "\n"
+
+    def _read_line(self) -> str:
+        raw = self._stream.readline(MAX_LINE_BYTES + 1)
+        if not raw.endswith(b"\n"):
+            if len(raw) > MAX_LINE_BYTES:
+                raise ProtocolError(f"line longer than {MAX_LINE_BYTES} bytes")
+            # A line cut short by end of file is dropped, as FastAGI drops it.
+            raise ChannelHungUp("end of file on stdin")
+        # Asterisk passes caller names on in whatever bytes the network sent,
+        # such as Latin-1, so invalid UTF-8 becomes U+FFFD. Python's own stdin
+        # decoding would raise, or in the C locale make surrogates, which
+        # SQLite rejects.
+        line = raw[:-1].decode("utf-8", "replace").rstrip("\r")
+        if line == HANGUP_LINE:
+            # Sent instead of SIGHUP when the dialplan sets AGISIGHUP=no.
+            raise ChannelHungUp("Asterisk reported HANGUP")
+        return line
+
+    def _check_reply(self, line: str) -> None:
+        """Raise for a first reply line that pyst2 would mishandle."""
+        # pyst2 raises ValueError for a line without a status code, and the
+        # session logs that as a crash of the call flow.
+        reply = parse_reply_line(line)
+        if reply.status is not Status.USAGE:
+            return
+        # pyst2 reads at least one more line after any 520 line. Asterisk's
+        # res_agi.c sends a one-line "520 " reply for a command without usage
+        # text, so pyst2 would wait for a line that never comes.
+        if line.startswith("520-"):
+            self._skip_usage()
+        raise CommandFailed(f"Asterisk rejected the command syntax: {line!r}")
+
+    def _skip_usage(self) -> None:
+        for _ in range(MAX_USAGE_LINES):
+            if not is_usage_continuation(self._read_line()):
+                return
+        raise ProtocolError(f"usage text exceeds {MAX_USAGE_LINES} lines")
+
+
 class Pyst2Channel:
     """The Channel verbs on a pyst2 ``AGI`` object."""
 
@@ -53,14 +149,18 @@ class Pyst2Channel:
     async def stream_file(self, sound: str, escape_digits: str = "") -> str | None:
         """Play ``sound``; return the key that interrupted it, if any."""
         check_argument(sound)
-        key: str = self._call(self._agi.stream_file, sound, escape_digits)
-        return key or None
+        # The command line is the one pyst2's stream_file() sends. Its own
+        # conversion of the result would accept any code point as a key.
+        response = self._call(
+            self._agi.execute, "STREAM FILE", sound, quote(escape_digits), 0
+        )
+        return self._key(response, f"STREAM FILE {sound!r}")
 
     async def wait_for_digit(self, seconds: float) -> str | None:
         """Wait up to ``seconds`` for a key."""
         milliseconds = max(1, round(seconds * 1000))
-        key: str = self._call(self._agi.wait_for_digit, milliseconds)
-        return key or None
+        response = self._call(self._agi.execute, "WAIT FOR DIGIT", milliseconds)
+        return self._key(response, "WAIT FOR DIGIT")
 
     async def set_variable(self, name: str, value: str) -> None:
         """Set a channel variable."""
@@ -71,6 +171,20 @@ class Pyst2Channel:
     async def hangup(self) -> None:
         """Hang up the call."""
         self._call(self._agi.hangup)
+
+    def _key(self, response: dict[str, tuple[str, str]], command: str) -> str | None:
+        """Return the DTMF key in a digit command's result, checked as FastAGI does.
+
+        pyst2 has already raised for -1. Any other negative result is a
+        failure too, and a code that is not a DTMF key raises ProtocolError.
+        """
+        result = response["result"][0]
+        reply = Reply(Status.SUCCESS, result=result, text=f"200 result={result}")
+        if reply.result_int >= 0:
+            return reply.digit()
+        if self._agi._got_sighup:
+            raise ChannelHungUp(f"{command} ended by a hang-up: result={result}")
+        raise CommandFailed(f"{command} failed: result={result}")
 
     def _call(self, method: Callable[..., T], *arguments: object) -> T:
         from asterisk import agi as pyst2
@@ -122,10 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from asterisk import agi as pyst2
 
-    agi = pyst2.AGI(stderr=io.StringIO())
-    environment = Environment(dict(agi.env))
-    # pyst2 keeps its debug copy in that StringIO; drop it, it holds caller ID.
-    agi.stderr = _Discard()
+    agi_input = AgiInput(sys.stdin.buffer)
+    try:
+        # pyst2 writes its debug copy of the environment block, commands and
+        # replies to this stderr. The copy contains caller ID, so it is dropped.
+        agi = pyst2.AGI(stdin=agi_input, stderr=_Discard())
+    except (ChannelHungUp, ProtocolError) as exc:
+        log.warning("screener-agi: could not read the AGI environment block: %s", exc)
+        return 1
+    environment = agi_input.environment
     if feature is not None:
         return _run_feature(feature, Pyst2Channel(agi), environment, config)
     store = _open_store(config)
