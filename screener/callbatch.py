@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 from screener.errors import StorageError
 from screener.records import CallRecord
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 # outbox and the list changes of a call are visible before the caller could
 # call again, long enough to group the calls that end together under load.
 BATCH_INTERVAL = 0.005
+# Seconds between WAL checkpoints of the worker thread.
+CHECKPOINT_INTERVAL = 1.0
+# WAL pages after which the server's own connection checkpoints after all, on
+# the event loop, in case the worker's checkpoints fail (about 40 MiB).
+FALLBACK_CHECKPOINT_PAGES = 10_000
 # While the database stays locked or full, retries back off to this interval.
 MAX_RETRY_SECONDS = 2.0
 # Calls kept in memory while the database cannot be written. At a few hundred
@@ -119,3 +126,40 @@ class BatchRecorder:
             # The store rolled back this call's savepoint, so the rest of the
             # batch still commits.
             log.exception("[%s] could not log the call", call.uniqueid)
+
+
+class WalCheckpointer:
+    """Copies the write-ahead log into the database from a worker thread.
+
+    SQLite's automatic checkpoint runs inside the commit that fills the log
+    past 1,000 pages, so it would stall the event loop for its writes and
+    fsync (10 to 40 ms measured on the benchmark machine). A PASSIVE
+    checkpoint on a connection of its own lets the server keep committing
+    meanwhile. Call :meth:`start` after the store is open.
+    """
+
+    def __init__(self, store: Store, *, interval: float = CHECKPOINT_INTERVAL) -> None:
+        self._store = store
+        self._database = store.path
+        self._interval = interval
+
+    def start(self) -> None:
+        """Move the store's automatic checkpoint out of the way."""
+        self._store.query(f"PRAGMA wal_autocheckpoint = {FALLBACK_CHECKPOINT_PAGES}")
+
+    async def run(self) -> None:
+        """Checkpoint every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await asyncio.to_thread(_checkpoint, self._database)
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint of %s failed: %s", self._database, exc)
+
+
+def _checkpoint(database: Path) -> None:
+    connection = sqlite3.connect(database)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        connection.close()

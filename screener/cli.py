@@ -215,7 +215,7 @@ async def _serve_until_signal(
     config: config_module.Config, store: Store, record: Callable[[CallRecord], None]
 ) -> None:
     from screener.agi.fastagi import FastAgiServer
-    from screener.callbatch import BatchRecorder
+    from screener.callbatch import BatchRecorder, WalCheckpointer
     from screener.lists.features import FeatureHandler
     from screener.lists.store import LiveLists
 
@@ -252,6 +252,9 @@ async def _serve_until_signal(
         loop.add_signal_handler(signum, stop.set)
     serving = asyncio.create_task(server.serve_forever())
     sending = asyncio.create_task(sender.run()) if sender is not None else None
+    checkpointer = WalCheckpointer(store)
+    checkpointer.start()
+    checkpointing = asyncio.create_task(checkpointer.run())
     await stop.wait()
     log.info("stopping: finishing the calls in progress")
     serving.cancel()
@@ -259,6 +262,9 @@ async def _serve_until_signal(
         await serving
     await server.close()
     batch.flush()
+    checkpointing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await checkpointing
     # Reports still queued stay in the outbox for the next start.
     if sending is not None:
         sending.cancel()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from screener.callbatch import BatchRecorder
+from screener.callbatch import BatchRecorder, WalCheckpointer
 from screener.errors import StorageError
 from screener.records import CallRecord
 from screener.storage import Store, open_store
@@ -78,3 +78,20 @@ def test_nested_transaction_rolls_back_alone(tmp_path: Path) -> None:
             connection.execute("INSERT INTO no_such_table VALUES (1)")
     assert store.call_by_uniqueid("kept") is not None
     assert store.call_by_uniqueid("dropped") is None
+
+
+async def test_checkpointer_copies_log_to_database(tmp_path: Path) -> None:
+    database = tmp_path / "calls.sqlite"
+    store = open_store(database)
+    checkpointer = WalCheckpointer(store, interval=0.01)
+    checkpointer.start()
+    for number in range(200):
+        store.record_call(make_call(f"call-{number}"), report=True)
+    size_before = database.stat().st_size
+    task = asyncio.create_task(checkpointer.run())
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert database.stat().st_size > size_before
+    assert store.call_by_uniqueid("call-199") is not None
