@@ -47,15 +47,15 @@ def add_list_commands(commands: argparse._SubParsersAction[Any]) -> None:
 def _add_list_command(
     commands: argparse._SubParsersAction[Any], list_name: ListName
 ) -> None:
-    what = {
+    audience = {
         ListName.ALLOW: "callers who ring the handsets without the menu",
         ListName.BLOCK: "callers who hear 'not in service' without the menu",
     }[list_name]
-    parser = commands.add_parser(list_name.value, help=f"manage the {what}")
+    parser = commands.add_parser(list_name.value, help=f"manage the {audience}")
     parser.set_defaults(list_name=list_name)
     actions = parser.add_subparsers(required=True, metavar="ACTION")
 
-    add = actions.add_parser("add", help=f"add or update an entry: {what}")
+    add = actions.add_parser("add", help=f"add or update an entry: {audience}")
     _add_value_arguments(add)
     add.add_argument("--note", default="", help="free text shown by list")
     add.add_argument(
@@ -112,11 +112,14 @@ def _add_value_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _entry_from_arguments(
-    arguments: argparse.Namespace, country_code: str
+    arguments: argparse.Namespace, country_code: str, *, check_pattern: bool = True
 ) -> ListEntry:
     list_name: ListName = arguments.list_name
     if arguments.name_regex is not None:
-        compile_pattern(arguments.name_regex)
+        # Removing skips the check, so that a pattern stored before it was
+        # rejected can still be removed.
+        if check_pattern:
+            compile_pattern(arguments.name_regex)
         kind, value = EntryKind.NAME, arguments.name_regex
     else:
         kind, value = parse_value(arguments.value, country_code)
@@ -159,7 +162,9 @@ def _remove(arguments: argparse.Namespace) -> int:
     from screener.lists.store import remove_entry
 
     with _open(arguments) as (config, store):
-        entry = _entry_from_arguments(arguments, config.callerid.country_code)
+        entry = _entry_from_arguments(
+            arguments, config.callerid.country_code, check_pattern=False
+        )
         removed = remove_entry(store, entry.list, entry.kind, entry.value)
     if not removed:
         print(f"not on the {entry.list} list: {entry.display()}", file=sys.stderr)

@@ -22,6 +22,7 @@ per name pattern. Name patterns are the only part that grows with the list.
 from __future__ import annotations
 
 import enum
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from typing import Protocol
 
 from screener.callerid import CallerId, Presence, normalise_number
 from screener.errors import ListError
+from screener.lists.patterns import MAX_NAME_LENGTH, check_backtracking
+
+log = logging.getLogger(__name__)
 
 # Caller ID names are at most 15 characters on North American lines, so a
 # longer pattern is almost certainly a mistake; the cap also bounds the cost
@@ -151,7 +155,11 @@ def parse_prefix(text: str, country_code: str) -> str:
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a name pattern (searched, ignoring case), raising ListError."""
+    """Compile a name pattern (searched, ignoring case), raising ListError.
+
+    A pattern that could backtrack catastrophically is rejected too (see
+    :mod:`screener.lists.patterns`).
+    """
     if not pattern:
         raise ListError("empty name pattern; it would match every name")
     if len(pattern) > MAX_PATTERN_LENGTH:
@@ -159,11 +167,13 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
             f"name pattern longer than {MAX_PATTERN_LENGTH} characters: {pattern!r}"
         )
     try:
-        return re.compile(pattern, re.IGNORECASE)
+        compiled = re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
         raise ListError(
             f"invalid regular expression {pattern!r}: {exc.msg} at position {exc.pos}"
         ) from None
+    check_backtracking(pattern)
+    return compiled
 
 
 def parse_value(text: str, country_code: str) -> tuple[EntryKind, str]:
@@ -204,13 +214,28 @@ class _ListTable:
         self.prefix_lengths: tuple[int, ...] = ()
         self.names: list[tuple[re.Pattern[str], ListEntry]] = []
 
-    def add(self, entry: ListEntry) -> None:
+    def add(self, entry: ListEntry) -> bool:
+        """Add ``entry``; return False if its name pattern was rejected."""
         if entry.kind is EntryKind.NUMBER:
             self.numbers[entry.value] = entry
         elif entry.kind is EntryKind.PREFIX:
             self.prefixes[entry.value] = entry
         else:
-            self.names.append((compile_pattern(entry.value), entry))
+            try:
+                compiled = compile_pattern(entry.value)
+            except ListError as exc:
+                # Rows stored before a check existed, or written by other
+                # tools: one bad row must not disable both lists.
+                log.warning(
+                    "skipped %s list entry %s (id %s): %s",
+                    entry.list,
+                    entry.display(),
+                    entry.id,
+                    exc,
+                )
+                return False
+            self.names.append((compiled, entry))
+        return True
 
     def finish(self) -> None:
         # Longest first, so the most specific prefix is the one reported.
@@ -231,6 +256,9 @@ class _ListTable:
                     return entry
         name = caller.name
         if name is not None:
+            # Defence in depth for the backtracking check: the work of a
+            # search grows with the name, which the caller chooses.
+            name = name[:MAX_NAME_LENGTH]
             for pattern, entry in self.names:
                 if entry.is_active(today) and pattern.search(name):
                     return entry
@@ -244,8 +272,8 @@ class ListIndex:
         self._tables = {name: _ListTable() for name in ListName}
         self.size = 0
         for entry in entries:
-            self._tables[entry.list].add(entry)
-            self.size += 1
+            if self._tables[entry.list].add(entry):
+                self.size += 1
         for table in self._tables.values():
             table.finish()
 
