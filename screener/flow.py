@@ -58,7 +58,7 @@ class Stage(enum.StrEnum):
 
 
 class Outcome(enum.StrEnum):
-    """How the call ended, as logged and reported."""
+    """The end of a call, as logged and reported."""
 
     PASSED_OWNER = "passed-owner"
     PASSED_OTHER = "passed-other"
@@ -78,7 +78,7 @@ class Outcome(enum.StrEnum):
 
 
 class Action(enum.StrEnum):
-    """What the dialplan does after the session, via ``SCREENER_ACTION``."""
+    """The dialplan's next step after the session, set in ``SCREENER_ACTION``."""
 
     RING = "ring"
     RING_OTHER = "ring-other"
@@ -86,7 +86,7 @@ class Action(enum.StrEnum):
 
 
 class Choice(enum.Enum):
-    """What a menu resolved to."""
+    """The result of a menu."""
 
     OWNER = enum.auto()
     OTHERS = enum.auto()
@@ -98,7 +98,7 @@ class Choice(enum.Enum):
 
 @dataclass
 class Progress:
-    """What the caller has done so far; read by the session after a hang-up."""
+    """The caller's history so far, read by the session after a hang-up."""
 
     stage: Stage = Stage.ANSWER
     keys: list[str] = field(default_factory=list)

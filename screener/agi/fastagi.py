@@ -89,7 +89,7 @@ class AgiConnection(asyncio.BufferedProtocol):
         if not self._server.admit(self):
             self._parser = None
             log.warning(
-                "FastAGI %s: over %d calls at once; refused", self.peer, MAX_SESSIONS
+                "FastAGI %s: rejected, over %d calls at once", self.peer, MAX_SESSIONS
             )
             transport.close()
             return
