@@ -119,7 +119,7 @@ def candidate_index(store: Store, caller: CallerId) -> ListIndex:
         number = caller.number
         keys = [number[:length] for length in range(2, len(number) + 1)]
     marks = ", ".join("?" * len(keys)) or "NULL"
-    # Every condition names list and kind, so that SQLite answers both parts
+    # Every condition names list and kind, so that SQLite reads both parts
     # from the unique (list, kind, value) index instead of scanning the table.
     rows = store.query(
         f"SELECT {_COLUMNS} FROM list_entries WHERE list IN ('allow', 'block')"
@@ -154,7 +154,7 @@ class LiveLists:
     def refresh(self) -> None:
         """Rebuild the index if the lists changed since the last build."""
         # NOTE: the rebuild runs on the caller's thread, which in the server is
-        # the event loop: at 100,000 entries it holds every call for about
+        # the event loop: at 100,000 entries it delays every call by about
         # 0.6-1.3 s after each list change (bench/lists.py). A worker thread
         # with its own connection would avoid that stall.
         try:
@@ -186,7 +186,7 @@ class OneCallLists:
 
 
 def learn(store: Store, call: CallRecord, settings: ListSettings) -> ListEntry | None:
-    """Add the caller to a list if the call's outcome asks for it.
+    """Add the caller to a list if the settings learn from the call's outcome.
 
     Only calls with a number are learned from. Returns the entry added, or
     None if nothing was learned.
