@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -455,3 +456,21 @@ def test_last_caller_skips_withheld(store: Store) -> None:
     last = list_store.last_caller(store)
     assert last is not None
     assert last.number == "+15550100123"
+
+
+async def test_large_lists_rebuild_off_the_loop(store: Store) -> None:
+    count = list_store.BACKGROUND_REBUILD_ENTRIES + 100
+    list_store.add_entries(
+        store,
+        [ListEntry(BLOCK, NUMBER, f"+1555{index:07d}") for index in range(count)],
+    )
+    live = list_store.LiveLists(store)
+    live.refresh()
+    who = caller("8005550199")
+    list_store.add_entry(store, ListEntry(BLOCK, NUMBER, "+18005550199"))
+
+    # The previous index answers while the new one is built in a thread.
+    assert live.decide(who, "menu").verdict is Verdict.SCREEN
+    async with asyncio.timeout(30):
+        while live.decide(who, "menu").verdict is not Verdict.BLOCK:
+            await asyncio.sleep(0.01)

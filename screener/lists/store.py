@@ -9,11 +9,13 @@ handset feature code.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from screener.callerid import CallerId, Presence
 from screener.config import Config
@@ -29,7 +31,7 @@ from screener.lists.rules import (
     ListName,
 )
 from screener.records import CallRecord
-from screener.storage import Store
+from screener.storage import Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,11 @@ def candidate_index(store: Store, caller: CallerId) -> ListIndex:
     return ListIndex(_entries(rows))
 
 
+# Below this many entries a rebuild takes a few milliseconds and runs at once;
+# above it, in a worker thread.
+BACKGROUND_REBUILD_ENTRIES = 2_000
+
+
 class LiveLists:
     """The lists of a long-running server, kept in memory and fresh.
 
@@ -143,6 +150,7 @@ class LiveLists:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._counter: int | None = None
+        self._building: int | None = None
         self._index = EMPTY_INDEX
 
     @property
@@ -152,19 +160,45 @@ class LiveLists:
         return self._index
 
     def refresh(self) -> None:
-        """Rebuild the index if the lists changed since the last build."""
-        # NOTE: the rebuild runs on the caller's thread, which in the server is
-        # the event loop: at 100,000 entries it delays every call by about
-        # 0.6-1.3 s after each list change (bench/lists.py). A worker thread
-        # with its own connection would avoid that stall.
+        """Rebuild the index if the lists changed since the last build.
+
+        A small index is rebuilt at once. A large one (a rebuild at 100,000
+        entries takes about a second) is rebuilt in a worker thread with its
+        own connection while the previous index keeps deciding, so a list
+        change never stalls the calls on the event loop.
+        """
         try:
             counter = change_counter(self._store)
-            if counter == self._counter:
-                return
+        except (StorageError, ListError) as exc:
+            log.error("could not read the allow and block lists: %s", exc)
+            return
+        if counter in (self._counter, self._building):
+            return
+        loop = _running_loop()
+        if loop is None or self._index.size < BACKGROUND_REBUILD_ENTRIES:
+            self._rebuild_now(counter)
+            return
+        self._building = counter
+        future = loop.run_in_executor(None, _load_index_from, self._store.path)
+        future.add_done_callback(lambda done: self._install(counter, done))
+
+    def _rebuild_now(self, counter: int) -> None:
+        try:
             index = load_index(self._store)
         except (StorageError, ListError) as exc:
             log.error("could not reload the allow and block lists: %s", exc)
             return
+        self._use(index, counter)
+
+    def _install(self, counter: int, done: asyncio.Future[ListIndex]) -> None:
+        self._building = None
+        exc = done.exception()
+        if exc is not None:
+            log.error("could not reload the allow and block lists: %s", exc)
+            return
+        self._use(done.result(), counter)
+
+    def _use(self, index: ListIndex, counter: int) -> None:
         self._index = index
         self._counter = counter
         log.info("loaded the allow and block lists: %d entries", index.size)
@@ -172,6 +206,22 @@ class LiveLists:
     def decide(self, caller: CallerId, withheld: str) -> Decision:
         """Apply the rules to ``caller`` with fresh lists."""
         return self.index.decide(caller, withheld)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _load_index_from(path: Path) -> ListIndex:
+    """Build the index through a connection of the calling thread's own."""
+    store = open_store(path)
+    try:
+        return load_index(store)
+    finally:
+        store.close()
 
 
 class OneCallLists:
