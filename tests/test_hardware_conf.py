@@ -321,3 +321,16 @@ def test_handsets_dial_the_line(
     assert dials, "the handsets' context dials no DAHDI channel"
     for channel in dials:
         assert int(channel) in line
+
+
+def test_handsets_reach_feature_codes(
+    chan_dahdi: tuple[list[DahdiChannel], list[str]], dialplans: list[str]
+) -> None:
+    port = handset_port(chan_dahdi[0])
+    # With immediate = yes every digit goes to the line, never to the codes.
+    assert port.settings.get("immediate", "no") == "no"
+    context = port.settings["context"]
+    section = dialplans[1].split(f"[{context}]", 1)[1].split("\n[", 1)[0]
+    includes = re.findall(r"^include => (\S+)", section, re.MULTILINE)
+    assert includes[0] == "screener-features"
+    assert "exten => *30," in dialplans[0]
