@@ -101,7 +101,7 @@ async def _run(config: Config) -> int:
 
 async def _serve_and_call(config: Config, process: lab.LabProcess, store: Store) -> int:
     def record(call: CallRecord) -> None:
-        store.record_call(call, report=call.outcome.is_trap)
+        store.record_call(call, report=call.outcome.is_trap and config.mail.enabled)
 
     server = FastAgiServer(config, record)
     await server.start()

@@ -10,6 +10,7 @@ import pytest
 
 from screener.callerid import CallerId, parse
 from screener.config import Lists as ListSettings
+from screener.config import parse as parse_config
 from screener.errors import ListError
 from screener.flow import Outcome, Stage
 from screener.lists import store as list_store
@@ -474,3 +475,14 @@ async def test_large_lists_rebuild_off_the_loop(store: Store) -> None:
     async with asyncio.timeout(30):
         while live.decide(who, "menu").verdict is not Verdict.BLOCK:
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(("enabled", "queued"), [(False, 0), (True, 1)])
+def test_trap_report_queued_only_with_mail_on(
+    store: Store, tmp_path: Path, enabled: bool, queued: int
+) -> None:
+    mail = {"enabled": enabled, "to": "a@example.org", "from": "b@example.org"}
+    config = parse_config({"mail": mail}, base_dir=tmp_path)
+    call = logged_call("5550100123", Outcome.TRAPPED_DECOY)
+    list_store.record_and_learn(store, call, config)
+    assert store.query("SELECT count(*) FROM outbox")[0][0] == queued

@@ -268,8 +268,12 @@ def learn(store: Store, call: CallRecord, settings: ListSettings) -> ListEntry |
 
 
 def record_and_learn(store: Store, call: CallRecord, config: Config) -> None:
-    """Log a call (queueing its report if it is a trap), then learn from it."""
-    store.record_call(call, report=call.outcome.is_trap)
+    """Log a call, queue its report if it is a trap and mail is on, then learn.
+
+    With mail off nothing is queued, so switching mail on later does not
+    send a flood of reports about old calls.
+    """
+    store.record_call(call, report=call.outcome.is_trap and config.mail.enabled)
     learn(store, call, config.lists)
 
 
