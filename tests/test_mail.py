@@ -27,7 +27,7 @@ from screener.mail import (
     outbox_summary,
     send_test,
 )
-from screener.mail.report import header_text
+from screener.mail.report import header_text, outcome_phrase
 from screener.mail.smtp import Redactor
 from screener.records import CallRecord
 from screener.storage import Store, open_store
@@ -199,14 +199,14 @@ async def test_report_delivered_with_headers(
     plain, html = plain_and_html(message)
     assert "2026-12-04 10:00:00 EST (UTC-0500)" in plain
     assert 'Number received:     "5550100123"' in plain
-    assert "(normalised +15550100123)" in plain
+    assert "(E.164: +15550100123)" in plain
     assert "Keys pressed:        2, 9" in plain
     assert "Stage reached:       decoy-message" in plain
     assert "Duration:            12.5 s" in plain
     assert "This number trapped: 1 time before" in plain
     assert "Trapped today:       2" in plain
     assert "Trapped in all:      2" in plain
-    assert "<td>(555) 010-0123 (normalised +15550100123)</td>" in html
+    assert "<td>(555) 010-0123 (E.164: +15550100123)</td>" in html
     assert "<td>&quot;5550100123&quot;</td>" in html
     assert states(store) == ["sent", "sent"]
 
@@ -803,3 +803,14 @@ def test_mail_outbox_cli_lists_failed(
     output = capsys.readouterr().out
     assert status == 0
     assert "queued 1 failed report(s) again" in output
+
+
+@pytest.mark.parametrize(
+    ("outcome", "phrase"),
+    [
+        (Outcome.TRAPPED_BLOCKED, "on the block list"),
+        (Outcome.TRAPPED_WITHHELD, "withheld the number"),
+    ],
+)
+def test_list_outcomes_read_as_phrases(outcome: Outcome, phrase: str) -> None:
+    assert outcome_phrase(make_call(outcome=outcome), "James") == phrase

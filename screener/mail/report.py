@@ -131,6 +131,10 @@ def outcome_phrase(call: CallRecord, decoy: str) -> str:
         return "pressed only wrong keys"
     if call.outcome is Outcome.TRAPPED_HANGUP:
         return _HANGUP_WHERE.get(call.stage, "hung up")
+    if call.outcome is Outcome.TRAPPED_BLOCKED:
+        return "on the block list"
+    if call.outcome is Outcome.TRAPPED_WITHHELD:
+        return "withheld the number"
     return str(call.outcome)
 
 
@@ -294,7 +298,7 @@ def _call_facts(
     recording: Recording,
 ) -> list[tuple[str, str]]:
     local = call.started_at.astimezone(settings.zone)
-    normalised = call.number or f"none ({call.presence})"
+    normalised = call.number or "none"
     name = call.name or "none"
     keys = ", ".join(call.keys) if call.keys else "none"
     before = counts.same_number_before
@@ -306,7 +310,7 @@ def _call_facts(
         history = f"{before} time{'s' if before != 1 else ''} before"
     facts = [
         ("Time", f"{local:%Y-%m-%d %H:%M:%S %Z (UTC%z)}"),
-        ("Number", f"{format_number(call)} (normalised {normalised})"),
+        ("Number", f"{format_number(call)} (E.164: {normalised})"),
         ("Number received", visible(call.number_raw)),
         ("Name", name),
         ("Name received", visible(call.name_raw)),
