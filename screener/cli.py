@@ -100,7 +100,9 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors end as one ``screener:`` line."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        command = self.prog.removeprefix("screener").strip()
+        where = f"{command}: " if command else ""
+        raise UsageError(f"{where}{message} (see {self.prog} --help)")
 
 
 def _count(text: str) -> int:
@@ -422,7 +424,7 @@ def _add_ami_commands(commands: argparse._SubParsersAction[Any]) -> None:
         "--caller-id",
         default=None,
         help='caller ID of the call, as "Name <number>" '
-        '(default: "Screener test" <5550100>)',
+        '(default: "Screener test" <2025550143>)',
     )
     test_call.add_argument(
         "--handsets",

@@ -33,7 +33,9 @@ from screener.records import CallRecord
 from screener.storage import open_store
 
 CONFIGURED_HANDSETS = "configured"
-DEFAULT_CALLER_ID = '"Screener test" <5550100>'
+# 555-0100 to 555-0199 are reserved for fiction; with an area code the number
+# is valid E.164, so a list entry for it changes the test call's outcome.
+DEFAULT_CALLER_ID = '"Screener test" <2025550143>'
 # The server writes the call log row as the AGI session ends, which can be a
 # moment after the last AMI event of the call.
 LOG_WAIT_SECONDS = 5.0
