@@ -50,6 +50,7 @@ LOG_WAIT_SECONDS = 5.0
 # tones must follow the answer quickly.
 MAX_ANSWER_TO_TONES_SECONDS = 0.3
 WAIT_SECONDS = 3
+MATCH_SECONDS = 1.5
 MENU_SETTINGS = f"[menu]\nrounds = 2\nwait_seconds = {WAIT_SECONDS}\n"
 
 
@@ -115,10 +116,16 @@ async def logged_call(screener: Screener, result: CallResult) -> CallRecord:
 
 
 def heard(result: CallResult, sound: str) -> list[int]:
-    """Return where the prompt ``sound`` plays in the caller's recording."""
-    recording, _rate = read_wav(result.recording)
+    """Return where the prompt ``sound`` plays in the caller's recording.
+
+    Only the prompt's first 1.5 s are matched: long enough that a prompt cut
+    short by a key after a second does not count, short enough that a frame
+    the recording lost later in a long prompt (on a loaded machine) does not
+    hide the playback.
+    """
+    recording, rate = read_wav(result.recording)
     template, _rate = read_wav(SOUNDS / f"{sound}.wav")
-    return find_occurrences(recording, template)
+    return find_occurrences(recording, template[: int(MATCH_SECONDS * rate)])
 
 
 def agi_command_times(result: CallResult) -> list[tuple[float, str]]:
