@@ -9,13 +9,13 @@ handset feature code.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from screener.callerid import CallerId, Presence
 from screener.config import Config
@@ -32,6 +32,9 @@ from screener.lists.rules import (
 )
 from screener.records import CallRecord
 from screener.storage import Store, open_store
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +212,10 @@ class LiveLists:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
+    # Imported here because asyncio costs classic AGI about 30 ms of start-up,
+    # and only the server, which has a loop, rebuilds in the background.
+    import asyncio
+
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
