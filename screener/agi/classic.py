@@ -45,7 +45,7 @@ from screener.errors import (
     ProtocolError,
     ScreenerError,
 )
-from screener.lists.features import FEATURE_PREFIX
+from screener.lists import FEATURE_PREFIX
 from screener.records import CallRecord
 from screener.session import run_session
 

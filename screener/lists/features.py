@@ -30,6 +30,7 @@ from screener.errors import (
     ProtocolError,
     ScreenerError,
 )
+from screener.lists import FEATURE_PREFIX
 from screener.lists.rules import EntryKind, ListEntry, ListName
 from screener.sounds.names import prompt_sound
 
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
     from screener.storage import Store
 
 log = logging.getLogger(__name__)
-
-FEATURE_PREFIX = "feature/"
 
 
 @dataclass(frozen=True)
