@@ -188,6 +188,18 @@ def test_install_twice_into_sid_root(tmp_path: Path) -> None:
         )
         assert check.returncode == 0, check.stderr
         assert "/var/lib/screener/screener.sqlite" in check.stdout
+
+        # The installed sounds are current for the installed configuration.
+        sounds_check = subprocess.run(
+            ["chroot", str(root), "/usr/local/bin/screener", "sounds", "check"],
+            capture_output=True,
+            text=True,
+            env={
+                "SCREENER_CONFIG": "/etc/screener/screener.toml",
+                "PATH": "/usr/bin:/bin",
+            },
+        )
+        assert sounds_check.returncode == 0, sounds_check.stdout + sounds_check.stderr
     finally:
         remove_root(root)
 
