@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -393,20 +394,31 @@ def test_build_rejects_non_root(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         result = run_build("--output", str(tmp_path / "out"))
     else:
-        result = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                str(BUILD_IMAGE),
-                "--output",
-                str(tmp_path / "out"),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        # A clone may sit under a folder only root can enter (mktemp -d makes
+        # 0700 folders, and so does pytest), so the unprivileged run gets a
+        # copy in a folder of its own that anyone can read.
+        readable = Path(tempfile.mkdtemp(prefix="screener-image-"))
+        try:
+            readable.chmod(0o755)
+            script = readable / BUILD_IMAGE.name
+            shutil.copy2(BUILD_IMAGE, script)
+            script.chmod(0o755)
+            result = subprocess.run(
+                [
+                    "setpriv",
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    str(script),
+                    "--output",
+                    str(readable / "out"),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            shutil.rmtree(readable)
     assert result.returncode == 1
     assert "must run as root" in result.stderr
 
