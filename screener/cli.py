@@ -424,7 +424,7 @@ def _add_ami_commands(commands: argparse._SubParsersAction[Any]) -> None:
         "--caller-id",
         default=None,
         help='caller ID of the call, as "Name <number>" '
-        '(default: "Screener test" <2025550143>)',
+        '(default: "Screener test" <5550100>, which no list entry matches)',
     )
     test_call.add_argument(
         "--handsets",

@@ -33,9 +33,12 @@ from screener.records import CallRecord
 from screener.storage import open_store
 
 CONFIGURED_HANDSETS = "configured"
-# 555-0100 to 555-0199 are reserved for fiction; with an area code the number
-# is valid E.164, so a list entry for it changes the test call's outcome.
-DEFAULT_CALLER_ID = '"Screener test" <2025550143>'
+# Seven digits are not a valid number where the country code is 1, so a test
+# call with this caller ID matches no list entry and teaches the lists
+# nothing: a "2 9" test call would otherwise block the number, and every
+# later test call from it would be blocked. Pass --caller-id with a real
+# number to test list entries.
+DEFAULT_CALLER_ID = '"Screener test" <5550100>'
 # The server writes the call log row as the AGI session ends, which can be a
 # moment after the last AMI event of the call.
 LOG_WAIT_SECONDS = 5.0
