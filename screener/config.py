@@ -75,7 +75,7 @@ class Keys:
 
 @dataclass(frozen=True)
 class Menu:
-    """How the menu is played: tone code, rounds and the wait for a key."""
+    """Menu playback: the tone code, the rounds and the wait for a key."""
 
     sit_code: str = "IC"
     rounds: int = 2
@@ -107,7 +107,7 @@ class Prompts:
 
 @dataclass(frozen=True)
 class Sounds:
-    """Where sounds are built, and where Asterisk finds them."""
+    """Sound folders: where sounds are built, and where Asterisk finds them."""
 
     build_dir: Path = Path("sounds")
     asterisk_dir: str = "/var/lib/asterisk/sounds/screener"
@@ -152,7 +152,7 @@ class Mail:
 
 @dataclass(frozen=True)
 class CallerIdSettings:
-    """How received caller ID numbers are read."""
+    """Caller ID reading: the line's country calling code."""
 
     # Country calling code of the line, used to turn national numbers (and
     # list entries written without "+") into E.164.

@@ -54,7 +54,7 @@ class ListName(enum.StrEnum):
 
 
 class EntryKind(enum.StrEnum):
-    """What an entry matches on."""
+    """The part of a call an entry matches: a number, a prefix or the name."""
 
     NUMBER = "number"
     PREFIX = "prefix"
@@ -62,7 +62,7 @@ class EntryKind(enum.StrEnum):
 
 
 class Verdict(enum.StrEnum):
-    """What the rules decided for a call."""
+    """The rules' verdict for a call."""
 
     SCREEN = "screen"
     ALLOW = "allow"

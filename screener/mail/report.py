@@ -63,7 +63,7 @@ _HANGUP_WHERE = {
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """What a report needs beyond the call: addresses, decoy name, zone."""
+    """Report settings beyond the call: addresses, decoy name and time zone."""
 
     mail: Mail
     decoy: str

@@ -80,7 +80,7 @@ class Delivery:
 
 @dataclass
 class PassResult:
-    """What one pass over the outbox did."""
+    """The result of one pass over the outbox."""
 
     sent: int = 0
     retried: int = 0
