@@ -196,7 +196,7 @@ def test_install_twice_into_sid_root(tmp_path: Path) -> None:
             text=True,
             env={
                 "SCREENER_CONFIG": "/etc/screener/screener.toml",
-                "PATH": "/usr/bin:/bin",
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             },
         )
         assert sounds_check.returncode == 0, sounds_check.stdout + sounds_check.stderr
