@@ -14,6 +14,7 @@ import dataclasses
 import secrets
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from screener import config as config_module
 from screener import lab
@@ -91,6 +92,10 @@ async def _run(config: Config) -> int:
     )
     lab.stop(settings)
     process = lab.start(settings)
+    # Each demo starts from an empty call log: the decoy call blocks its
+    # number, so a second run would otherwise turn the telemarketer away
+    # before the menu.
+    _remove_database(config.database.path)
     store = open_store(config.database.path)
     try:
         return await _serve_and_call(config, process, store)
@@ -157,3 +162,8 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
