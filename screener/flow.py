@@ -130,9 +130,9 @@ class CallFlow:
             # Not answered, so the caller hears ringing until a handset answers.
             return await self.ring(Action.RING, Outcome.PASSED_ALLOWED)
         if self.verdict is Verdict.BLOCK:
-            return await self.refuse(Outcome.TRAPPED_BLOCKED)
+            return await self.turn_away(Outcome.TRAPPED_BLOCKED)
         if self.verdict is Verdict.BLOCK_WITHHELD:
-            return await self.refuse(Outcome.TRAPPED_WITHHELD)
+            return await self.turn_away(Outcome.TRAPPED_WITHHELD)
         await self.channel.answer()
         choice = await self.main_menu()
         if choice is Choice.OWNER:
@@ -200,7 +200,7 @@ class CallFlow:
         await self.channel.set_variable(ACTION_VARIABLE, action.value)
         return outcome
 
-    async def refuse(self, outcome: Outcome) -> Outcome:
+    async def turn_away(self, outcome: Outcome) -> Outcome:
         """Play the tones and "not in service", ignoring keys, and hang up."""
         await self.channel.answer()
         # Set first, so a caller who hangs up during the tones is logged as

@@ -1,8 +1,9 @@
 """The SQLite call log and the mail outbox.
 
-One row per call in ``calls``. A trapped call also gets a row in ``outbox``
-in the same transaction, so a report can never be lost between "the call was
-logged" and "the email was queued": either both rows exist or neither does.
+One row per call in ``calls``. When mail is enabled, a trapped call also gets
+a row in ``outbox`` in the same transaction (``record_call(report=True)``),
+so a report can never be lost between "the call was logged" and "the email
+was queued": either both rows exist or neither does.
 
 The schema is versioned with ``PRAGMA user_version`` and migrated by
 :func:`open_store`; opening never seeds data.

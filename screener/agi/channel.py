@@ -74,11 +74,11 @@ class AgiChannel:
             raise CommandFailed(f"{verb!r} was rejected: {reply.text!r}")
         return reply
 
-    async def _digit_or_failure(self, reply: Reply, what: str) -> str | None:
+    async def _digit_or_failure(self, reply: Reply, command: str) -> str | None:
         if reply.result_int >= 0:
             return reply.digit()
         # -1 means either "the caller hung up" or "the command failed", such as
         # a missing sound file. A status query tells the two apart: a dead
         # channel answers 511 (or the transport has seen HANGUP).
         await self._run(build_command("CHANNEL STATUS"))
-        raise CommandFailed(f"{what} failed: {reply.text!r}")
+        raise CommandFailed(f"{command} failed: {reply.text!r}")
