@@ -20,7 +20,6 @@ import asyncio
 import os
 import re
 import secrets
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -94,13 +93,6 @@ def silent_path_seconds(sounds_dir: Path) -> float:
 
     round_seconds = length("sit-ic") + length("main-menu") + WAIT_SECONDS
     return ROUNDS * round_seconds + length("goodbye")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def _start_screener(work_dir: Path, port: int) -> servers.Server:
@@ -262,10 +254,10 @@ def run_part(quick: bool) -> dict[str, Any]:
     settings = lab.LabSettings(
         root=root,
         instance=f"bench-{os.getpid()}",
-        ami_port=_free_port(),
+        ami_port=lab.free_port(),
         ami_user="bench",
         ami_secret=secrets.token_hex(12),
-        agi=f"agi://127.0.0.1:{_free_port()}",
+        agi=f"agi://127.0.0.1:{lab.free_port()}",
         extra_dialplan=(DIALPLAN,),
     )
     minimum_seconds = MIN_PATH_SHARE * silent_path_seconds(settings.sounds_source)

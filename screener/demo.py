@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +72,7 @@ def _demo_config(config_path: str | None) -> Config:
     folder = lab.default_root().parent / "demo"
     return dataclasses.replace(
         base,
-        server=config_module.Server(host="127.0.0.1", port=_free_port()),
+        server=config_module.Server(host="127.0.0.1", port=lab.free_port()),
         database=config_module.Database(path=folder / "calls.sqlite"),
     )
 
@@ -84,7 +83,7 @@ async def _run(config: Config) -> int:
     settings = lab.LabSettings(
         root=root,
         instance="demo",
-        ami_port=_free_port(),
+        ami_port=lab.free_port(),
         ami_user="demo",
         ami_secret=secrets.token_hex(12),
         agi=f"agi://127.0.0.1:{config.server.port}",
@@ -155,13 +154,6 @@ def _report(sample: SampleCall, result: CallResult, call: CallRecord | None) -> 
     print(f"  outcome:       {call.outcome}  (stage {call.stage})")
     print(f"  in Screener:   {call.duration:.1f} s\n")
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def _remove_database(path: Path) -> None:

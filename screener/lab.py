@@ -212,6 +212,14 @@ def resolve_in_root(root: Path, inside: PurePosixPath) -> Path:
     return resolved
 
 
+def free_port() -> int:
+    """Return a loopback TCP port that is free now (another process may race)."""
+    with socket.socket() as probe:
+        probe.bind((AMI_HOST, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 def require_root_user() -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root because it uses chroot; run it as root")

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import email
 import email.policy
-import socket
 import ssl
 import subprocess
 from dataclasses import dataclass, field
@@ -48,14 +47,6 @@ class Handler:
             Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
         )
         return "250 2.0.0 Ok: queued as TEST1"
-
-
-def free_port() -> int:
-    """Return a loopback port that nothing listens on (for "server down")."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def start_server(

@@ -19,6 +19,7 @@ import pytest
 from screener import cli
 from screener.config import Config, parse
 from screener.flow import Outcome, Stage
+from screener.lab import free_port
 from screener.mail import (
     Backoff,
     Delivery,
@@ -36,7 +37,6 @@ from tests.mail_server import (
     EchoingServer,
     Handler,
     authenticator,
-    free_port,
     make_certificate,
     port_of,
     server_tls_context,

@@ -12,16 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from screener.lab import free_port
+
+__all__ = ["free_port", "screener_serve", "wait_for_port"]
+
 SERVER_START_SECONDS = 15.0
 SERVER_STOP_SECONDS = 15.0
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that is free now (another process may race)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
