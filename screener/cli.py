@@ -277,7 +277,7 @@ async def _serve_until_signal(
 def _tune_garbage_collector() -> None:
     # Everything alive after start-up (modules, configuration, the loop) lives
     # as long as the server. Freezing it keeps full collections short, and a
-    # higher first threshold makes collections rarer under load; together they
+    # higher first threshold makes collections rarer under load. Together they
     # cut the event loop's longest stalls (measured with bench/).
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)

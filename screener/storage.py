@@ -23,7 +23,7 @@ from screener.flow import Outcome, Stage
 from screener.records import CallRecord
 
 # A second writer (the classic AGI process, or the CLI) may hold the lock for a
-# moment; waiting this long beats failing the call's log row.
+# moment. Waiting this long beats failing the call's log row.
 BUSY_TIMEOUT_MS = 5000
 
 _MIGRATIONS = (

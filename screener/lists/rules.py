@@ -36,7 +36,7 @@ from screener.lists.patterns import MAX_NAME_LENGTH, check_backtracking
 log = logging.getLogger(__name__)
 
 # Caller ID names are at most 15 characters on North American lines, so a
-# longer pattern is almost certainly a mistake; the cap also bounds the cost
+# longer pattern is almost certainly a mistake. The cap also bounds the cost
 # of compiling and searching every pattern on each call.
 MAX_PATTERN_LENGTH = 200
 # An E.164 number has at most 15 digits after "+"; a prefix needs at least the

@@ -31,8 +31,8 @@ from screener.flow import Outcome, Stage
 from screener.records import CallRecord
 from screener.storage import OutboxEntry, TrapCounts
 
-# A ringing phone line gives about 15 characters of name; anything much
-# longer is garbage, and would push the number out of a mail list's view.
+# A ringing phone line gives about 15 characters of name. Anything much longer
+# is garbage, and would push the number out of a mail list's view.
 MAX_HEADER_NAME = 60
 # Mail servers commonly reject messages over 10 to 25 MB; stay well below.
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
