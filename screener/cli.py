@@ -207,10 +207,22 @@ def _serve(arguments: argparse.Namespace) -> int:
         record_and_learn(store, call, config)
 
     try:
-        asyncio.run(_serve_until_signal(config, store, record))
+        import uvloop
+
+        uvloop.run(_serve_until_signal(config, store, record))
     finally:
         store.close()
     return 0
+
+
+def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop where it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def _serve_until_signal(
@@ -267,6 +279,7 @@ async def _serve_until_signal(
     checkpointing.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await checkpointing
+    checkpointer.close()
     # Reports still queued stay in the outbox for the next start.
     if sending is not None:
         sending.cancel()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from screener import cli
 from screener import config as config_module
 from screener.agi import fastagi
 from screener.agi.fastagi import FastAgiServer
@@ -268,3 +269,13 @@ async def test_bad_start_flood_is_rate_limited(
         writer.close()
     warnings = [r for r in caplog.records if "bad session start" in r.getMessage()]
     assert len(warnings) == fastagi.MAX_WARNINGS_PER_WINDOW
+
+
+def test_serve_runs_on_uvloop() -> None:
+    loop_modules: list[str] = []
+
+    async def main() -> None:
+        loop_modules.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    cli._run_event_loop(main())
+    assert loop_modules == ["uvloop"]

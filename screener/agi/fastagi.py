@@ -18,6 +18,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from screener.agi.channel import AgiChannel
 from screener.agi.protocol import (
@@ -82,16 +83,16 @@ class AgiConnection(asyncio.BufferedProtocol):
     # asyncio.BufferedProtocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self.peer = _peer_name(transport.get_extra_info("peername"))
+        # uvloop's transports do not derive from asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
+        self.peer = _peer_name(self._transport.get_extra_info("peername"))
         self.tag = self.peer
         if not self._server.admit(self):
             self._parser = None
             log.warning(
                 "FastAGI %s: rejected, over %d calls at once", self.peer, MAX_SESSIONS
             )
-            transport.close()
+            self._transport.close()
             return
         self._timer = self._loop.call_later(ENVIRONMENT_TIMEOUT, self._environment_late)
 
@@ -310,7 +311,12 @@ class FastAgiServer:
         self._server = await loop.create_server(
             lambda: AgiConnection(self), server.host, server.port
         )
-        log.info("FastAGI server listening on %s:%d", server.host, self.port)
+        log.info(
+            "FastAGI server listening on %s:%d (event loop: %s)",
+            server.host,
+            self.port,
+            type(loop).__module__.split(".")[0],
+        )
 
     async def serve_forever(self) -> None:
         """Serve until cancelled."""
