@@ -19,7 +19,6 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 
 from screener.errors import StorageError
 from screener.records import CallRecord
@@ -135,31 +134,48 @@ class WalCheckpointer:
     past 1,000 pages, so it would stall the event loop for its writes and
     fsync (10 to 40 ms measured on the benchmark machine). A PASSIVE
     checkpoint on a connection of its own lets the server keep committing
-    meanwhile. Call :meth:`start` after the store is open.
+    meanwhile. Call :meth:`start` after the store is open and :meth:`close`
+    once :meth:`run` has stopped.
+
+    The connection stays open from start to close. Opening one per
+    checkpoint would cost a file descriptor that SQLite keeps after closing
+    while the server's connection holds its locks, so the server's open
+    files would grow by one after the first checkpoint.
     """
 
     def __init__(self, store: Store, *, interval: float = CHECKPOINT_INTERVAL) -> None:
         self._store = store
         self._database = store.path
         self._interval = interval
+        self._connection: sqlite3.Connection | None = None
 
     def start(self) -> None:
-        """Move the store's automatic checkpoint out of the way."""
+        """Open the checkpoint connection and turn the store's own one down."""
         self._store.query(f"PRAGMA wal_autocheckpoint = {FALLBACK_CHECKPOINT_PAGES}")
+        # Used by one worker thread at a time: run() awaits each checkpoint.
+        self._connection = sqlite3.connect(self._database, check_same_thread=False)
+        # The first checkpoint opens the connection's write-ahead log file;
+        # doing it here keeps the open files the same from now on.
+        _checkpoint(self._connection)
 
     async def run(self) -> None:
         """Checkpoint every ``interval`` seconds until cancelled."""
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("WalCheckpointer.run() called before start()")
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await asyncio.to_thread(_checkpoint, self._database)
+                await asyncio.to_thread(_checkpoint, connection)
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint of %s failed: %s", self._database, exc)
 
+    def close(self) -> None:
+        """Close the checkpoint connection."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
-def _checkpoint(database: Path) -> None:
-    connection = sqlite3.connect(database)
-    try:
-        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    finally:
-        connection.close()
+
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -93,5 +94,30 @@ async def test_checkpointer_copies_log_to_database(tmp_path: Path) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    checkpointer.close()
     assert database.stat().st_size > size_before
     assert store.call_by_uniqueid("call-199") is not None
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_checkpointer_keeps_open_files_steady(tmp_path: Path) -> None:
+    # A soak of the server showed one more open file after the first
+    # checkpoint: SQLite keeps a closed connection's descriptor while another
+    # connection of the process holds locks on the same database.
+    store = open_store(tmp_path / "calls.sqlite")
+    checkpointer = WalCheckpointer(store, interval=0.01)
+    checkpointer.start()
+    files_before = _open_files()
+    task = asyncio.create_task(checkpointer.run())
+    for number in range(5):
+        store.record_call(make_call(f"call-{number}"), report=True)
+        await asyncio.sleep(0.03)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _open_files() == files_before
+    checkpointer.close()
+    assert _open_files() == files_before - 1
