@@ -23,6 +23,7 @@ from bench import loadgen, procfs, servers
 from bench.fastagi_load import percentile
 
 BARE_PYST2 = servers.BENCH_DIR / "bare_pyst2.py"
+FLOOR_SCRIPT = servers.BENCH_DIR / "floor_classic.py"
 FIRST_LINE_TIMEOUT = 10.0
 # Modules that must not load before the first command of screener-agi.
 HEAVY_MODULES = (
@@ -41,6 +42,7 @@ def _programs() -> dict[str, list[str]]:
     return {
         "screener-agi": [str(bin_dir / "screener-agi")],
         "bare pyst2": [sys.executable, str(BARE_PYST2)],
+        "pyst2+toml+db": [sys.executable, str(FLOOR_SCRIPT)],
     }
 
 

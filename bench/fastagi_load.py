@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import uvloop
 
 from bench import loadgen, procfs, servers
 
@@ -109,7 +110,7 @@ def measure_with_samples(
     """Run ``scenario`` as :func:`measure` does; also return the samples."""
     server = servers.start_server(kind, work_dir)
     try:
-        asyncio.run(_warm_up(server.port))
+        uvloop.run(_warm_up(server.port))
         time.sleep(0.2)
         idle_rss = procfs.rss_kib(server.pid)
         files_start = procfs.open_files(server.pid)
@@ -122,7 +123,7 @@ def measure_with_samples(
 
         cpu_before = procfs.cpu_times(server.pid)
         started = time.perf_counter()
-        results = asyncio.run(_run(scenario, server.port, tick, holder))
+        results = uvloop.run(_run(scenario, server.port, tick, holder))
         elapsed = time.perf_counter() - started
         cpu_after = procfs.cpu_times(server.pid)
         time.sleep(0.2)
@@ -238,7 +239,7 @@ def run_part(quick: bool, kinds: tuple[str, ...]) -> list[dict[str, object]]:
 def _measured(kind: str, scenario: Scenario, work_dir: Path) -> dict[str, object]:
     figures = measure(kind, scenario, work_dir)
     print(
-        f"  {kind:10} {scenario.name:10} n={scenario.concurrency:<5}"
+        f"  {kind:17} {scenario.name:10} n={scenario.concurrency:<5}"
         f" {figures.sessions_per_s:8.1f} sessions/s"
         f"  first tone p99 {figures.first_tone_p99_ms:7.2f} ms"
         f"  cpu {figures.cpu_ms_per_session:6.3f} ms/session"

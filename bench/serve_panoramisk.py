@@ -1,8 +1,9 @@
 """The silent-caller flow on panoramisk's FastAGI ``Application``, for comparison.
 
 It sends the same ten commands as Screener's flow and checks each reply the
-same way, but keeps no call log. Run as ``python -m bench.serve_panoramisk``;
-it prints ``PORT <n>`` once listening on 127.0.0.1 and stops on SIGTERM.
+same way, but keeps no call log. Run as ``python -m bench.serve_panoramisk``,
+with ``--uvloop`` to run it on uvloop as ``screener serve`` runs; it prints
+``PORT <n>`` once listening on 127.0.0.1 and stops on SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+import uvloop
 from panoramisk.fast_agi import Application
 
 SOUNDS = "/var/lib/asterisk/sounds/screener"
@@ -81,7 +83,10 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(serve())
+    if sys.argv[1:] == ["--uvloop"]:
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
 
 
 if __name__ == "__main__":

@@ -21,7 +21,10 @@ STOP_TIMEOUT = 10.0
 # learn the port.
 _LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
 
-SERVER_KINDS = ("screener", "panoramisk", "classic")
+# "panoramisk" runs on asyncio's own loop. "panoramisk+uvloop" runs on the
+# loop of `screener serve`, so the table shows how much of the difference
+# comes from the loop and how much from the server.
+SERVER_KINDS = ("screener", "panoramisk", "panoramisk+uvloop", "classic")
 
 
 @dataclass
@@ -72,6 +75,8 @@ def start_server(kind: str, work_dir: Path) -> Server:
         command = [str(bin_dir / "screener"), "-c", str(config), "serve"]
     elif kind == "panoramisk":
         command = [sys.executable, "-m", "bench.serve_panoramisk"]
+    elif kind == "panoramisk+uvloop":
+        command = [sys.executable, "-m", "bench.serve_panoramisk", "--uvloop"]
     elif kind == "classic":
         program = str(bin_dir / "screener-agi")
         command = [sys.executable, "-m", "bench.classic_front", program]
