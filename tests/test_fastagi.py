@@ -279,3 +279,39 @@ def test_serve_runs_on_uvloop() -> None:
 
     cli._run_event_loop(main())
     assert loop_modules == ["uvloop"]
+
+
+async def test_silent_probe_logs_no_warning(
+    server: tuple[FastAgiServer, list[CallRecord]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # `screener status` and monitoring tools connect and close at once.
+    instance, calls = server
+    caplog.set_level(logging.DEBUG, logger="screener.agi.fastagi")
+    _reader, writer = await asyncio.open_connection("127.0.0.1", instance.port)
+    writer.close()
+    await writer.wait_closed()
+    await until(
+        lambda: any("before sending anything" in r.getMessage() for r in caplog.records)
+    )
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
+    assert calls == []
+
+
+async def test_partial_environment_then_close_warns(
+    server: tuple[FastAgiServer, list[CallRecord]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    instance, _calls = server
+    _reader, writer = await asyncio.open_connection("127.0.0.1", instance.port)
+    writer.write(b"agi_network: yes\n")
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    await until(
+        lambda: any("bad session start" in r.getMessage() for r in caplog.records)
+    )
+    starts = [r for r in caplog.records if "bad session start" in r.getMessage()]
+    assert len(starts) == 1
+    assert starts[0].levelno == logging.WARNING

@@ -77,6 +77,7 @@ class AgiConnection(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[None] | None = None
         self._closed: Exception | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._received_any = False
         self.peer = "?"
         self.tag = "?"
 
@@ -103,6 +104,7 @@ class AgiConnection(asyncio.BufferedProtocol):
         self.data_received(bytes(self._server.receive_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
+        self._received_any = True
         buffer = self._buffer + data if self._buffer else data
         start = 0
         while (end := buffer.find(b"\n", start)) >= 0:
@@ -250,7 +252,12 @@ class AgiConnection(asyncio.BufferedProtocol):
         if self._closed is None:
             self._closed = exc
         if self._parser is not None:
-            self._server.warn_bad_start(self.peer, exc)
+            if self._received_any or not isinstance(exc, ChannelHungUp):
+                self._server.warn_bad_start(self.peer, exc)
+            else:
+                # Closed before sending a byte: a port check such as
+                # `screener status` or a monitoring probe, not a broken peer.
+                log.debug("FastAGI %s: closed before sending anything", self.peer)
             self._parser = None
             if self._transport is not None:
                 self._transport.close()

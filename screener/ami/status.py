@@ -175,8 +175,8 @@ async def _context_check(connection: AmiConnection, context: str) -> Check:
 async def check_fastagi(config: Config) -> Check:
     """Open a TCP connection to the FastAGI port and close it at once.
 
-    The server logs one WARNING for the connection, because it sent no AGI
-    environment. That line is the price of a check without a protocol change.
+    The server logs such a connection, which sends nothing, at DEBUG level
+    only.
     """
     host, port = config.server.host, config.server.port
     where = f"{host}:{port}"
