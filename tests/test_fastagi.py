@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -315,3 +317,31 @@ async def test_partial_environment_then_close_warns(
     starts = [r for r in caplog.records if "bad session start" in r.getMessage()]
     assert len(starts) == 1
     assert starts[0].levelno == logging.WARNING
+
+
+async def test_burst_of_connections_is_queued(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    # The server's loop does not run until the next await, so the kernel
+    # alone completes these handshakes, as many as the listen backlog holds.
+    # Past it, a handshake is retried only after a second or more.
+    instance, _calls = server
+    burst = 300
+    sockets = [socket.socket() for _ in range(burst)]
+    try:
+        for sock in sockets:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", instance.port))
+        poller = select.poll()
+        for sock in sockets:
+            poller.register(sock, select.POLLOUT)
+        pending = {sock.fileno() for sock in sockets}
+        deadline = time.monotonic() + 0.5
+        while pending and time.monotonic() < deadline:
+            for descriptor, _event in poller.poll(50):
+                poller.unregister(descriptor)
+                pending.discard(descriptor)
+        assert len(pending) == 0
+    finally:
+        for sock in sockets:
+            sock.close()
