@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import compileall
 import os
+import platform
 import select
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from bench import loadgen, procfs, servers
 from bench.fastagi_load import percentile
+from screener import lab
 
 BARE_PYST2 = servers.BENCH_DIR / "bare_pyst2.py"
 FLOOR_SCRIPT = servers.BENCH_DIR / "floor_classic.py"
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+# The code of the screener-agi console script that pip installs.
+CONSOLE_SCRIPT = "import sys; from screener.agi.classic import main; sys.exit(main())"
 FIRST_LINE_TIMEOUT = 10.0
 # Modules that must not load before the first command of screener-agi.
 HEAVY_MODULES = (
@@ -85,7 +91,7 @@ def time_to_first_command(
 
 
 def run_part(quick: bool) -> dict[str, object]:
-    """Measure both programs, alternating them, and list screener-agi's imports."""
+    """Measure the programs on this Python and, as root, on the lab's."""
     repetitions = 20 if quick else 100
     # An installed package has its bytecode compiled, but a working tree
     # edited since its last import, run with PYTHONDONTWRITEBYTECODE set,
@@ -95,19 +101,35 @@ def run_part(quick: bool) -> dict[str, object]:
         config = servers.write_config(Path(temporary))
         environment = dict(os.environ, SCREENER_CONFIG=str(config))
         environment["PYTHONPATH"] = str(servers.PROJECT_DIR)
+        print(f"  this machine's Python {platform.python_version()}", flush=True)
         programs = _programs()
-        times: dict[str, list[float]] = {name: [] for name in programs}
-        peaks: dict[str, list[int]] = {name: [] for name in programs}
-        first_lines: dict[str, str] = {}
-        for _ in range(repetitions):
-            for name, command in programs.items():
-                seconds, peak, line, _stderr = time_to_first_command(
-                    command, environment
-                )
-                times[name].append(seconds)
-                peaks[name].append(peak)
-                first_lines[name] = line
-        imports = import_times(programs["screener-agi"], environment)
+        importtime = [sys.executable, "-X", "importtime", *programs["screener-agi"]]
+        result = _measure(programs, environment, repetitions, importtime)
+    result["python"] = platform.python_version()
+    if os.geteuid() == 0:
+        result["lab_root"] = _measure_in_lab_root(repetitions)
+    else:
+        print("  lab root skipped: it needs root for chroot", flush=True)
+    return result
+
+
+def _measure(
+    programs: dict[str, list[str]],
+    environment: dict[str, str],
+    repetitions: int,
+    importtime: list[str],
+) -> dict[str, object]:
+    """Time ``programs``, alternating them, and list screener-agi's imports."""
+    times: dict[str, list[float]] = {name: [] for name in programs}
+    peaks: dict[str, list[int]] = {name: [] for name in programs}
+    first_lines: dict[str, str] = {}
+    for _ in range(repetitions):
+        for name, command in programs.items():
+            seconds, peak, line, _stderr = time_to_first_command(command, environment)
+            times[name].append(seconds)
+            peaks[name].append(peak)
+            first_lines[name] = line
+    imports = import_times(importtime, environment)
     result: dict[str, object] = {"repetitions": repetitions}
     for name in programs:
         result[name] = {
@@ -129,12 +151,58 @@ def run_part(quick: bool) -> dict[str, object]:
     return result
 
 
-def import_times(command: list[str], environment: dict[str, str]) -> dict[str, object]:
-    """Run ``command`` under ``-X importtime`` up to its first command."""
-    python = [sys.executable, "-X", "importtime"]
-    _seconds, _peak, _line, stderr = time_to_first_command(
-        [*python, *command], environment
+def _measure_in_lab_root(repetitions: int) -> dict[str, object]:
+    """Time the programs on the Python that Asterisk runs them with in the lab.
+
+    The lab root is Debian sid, like the image for real hardware, so its
+    python3 is the one that starts screener-agi for each call there. The
+    programs run as a console script runs them, with the package and pyst2
+    on PYTHONPATH as the lab installs them.
+    """
+    root = lab.provision()
+    lab.install_project(root)
+    scripts_dir = root / "opt/screener/bench"
+    scripts_dir.mkdir(parents=True, exist_ok=True)
+    for script in (BARE_PYST2, FLOOR_SCRIPT):
+        shutil.copy(script, scripts_dir / script.name)
+    inside = PurePosixPath("/opt/screener/bench")
+    python = [CHROOT, str(root), "/usr/bin/python3"]
+    version = subprocess.run(
+        [*python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    print(
+        f"  lab root's Python {version} (Debian sid, as Asterisk runs it)", flush=True
     )
+    programs = {
+        "screener-agi": [*python, "-c", CONSOLE_SCRIPT],
+        "bare pyst2": [*python, str(inside / BARE_PYST2.name)],
+        "pyst2+toml+db": [*python, str(inside / FLOOR_SCRIPT.name)],
+    }
+    with tempfile.TemporaryDirectory(dir=root / "tmp") as temporary:
+        work_dir = PurePosixPath("/") / Path(temporary).relative_to(root).as_posix()
+        Path(temporary, "screener.toml").write_text(
+            f'[database]\npath = "{work_dir}/calls.sqlite"\n'
+        )
+        environment = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(lab.PROJECT_LIB_DIR),
+            "SCREENER_CONFIG": f"{work_dir}/screener.toml",
+        }
+        # The first runs write the root's bytecode caches.
+        for command in programs.values():
+            time_to_first_command(command, environment)
+        importtime = [*python, "-X", "importtime", "-c", CONSOLE_SCRIPT]
+        result = _measure(programs, environment, repetitions, importtime)
+    result["python"] = version
+    return result
+
+
+def import_times(command: list[str], environment: dict[str, str]) -> dict[str, object]:
+    """Run ``command``, a ``python -X importtime`` line, up to its first command."""
+    _seconds, _peak, _line, stderr = time_to_first_command(command, environment)
     # Lines read "import time: <self us> | <cumulative us> | <indent><name>",
     # with two spaces of indent per nesting level.
     modules: list[tuple[str, int, int]] = []
