@@ -321,7 +321,10 @@ class FastAgiServer:
         server = self._config.server
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: AgiConnection(self), server.host, server.port, backlog=LISTEN_BACKLOG
+            lambda: AgiConnection(self),
+            server.host,
+            server.port,
+            backlog=LISTEN_BACKLOG,
         )
         log.info(
             "FastAGI server listening on %s:%d (event loop: %s)",
