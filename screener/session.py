@@ -9,7 +9,6 @@ asked for a hang-up.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,10 +19,12 @@ from screener.channel import Channel
 from screener.config import Config
 from screener.errors import ChannelHungUp, CommandFailed, ProtocolError
 from screener.flow import CallFlow, Outcome
+from screener.lazylog import get_logger
 from screener.lists.rules import EMPTY_INDEX, CallerLists, Decision, Verdict
 from screener.records import CallRecord
 
-log = logging.getLogger(__name__)
+# A lazy logger: classic AGI imports this module before its first command.
+log = get_logger(__name__)
 
 Recorder = Callable[[CallRecord], None]
 

@@ -92,3 +92,51 @@ def test_bad_config_exits_nonzero_before_commands(tmp_path: Path) -> None:
     assert process.returncode == 1
     assert process.stdout == ""
     assert "menu.rounds" in process.stderr
+
+
+# Stands between the script and its stdout, and reports on stderr which of
+# these modules were loaded when the first command was written.
+FIRST_COMMAND_PROBE = """
+import sys
+
+WATCHED = ("logging", "asyncio", "pydub", "aiosmtplib", "email")
+
+
+class Probe:
+    def __init__(self, stream):
+        self.stream = stream
+        self.reported = False
+
+    def write(self, text):
+        if not self.reported:
+            self.reported = True
+            loaded = [name for name in WATCHED if name in sys.modules]
+            sys.stderr.write("LOADED " + ",".join(loaded) + "\\n")
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+sys.stdout = Probe(sys.stdout)
+from screener.agi.classic import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_first_command_precedes_slow_imports(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    process = subprocess.run(
+        [sys.executable, "-c", FIRST_COMMAND_PROBE, str(config)],
+        input=ENVIRONMENT + REPLY * 20,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert process.stdout.startswith("ANSWER")
+    loaded = [line for line in process.stderr.splitlines() if line.startswith("LOADED")]
+    assert loaded == ["LOADED "]
+    # The call's summary line is still logged, after the first command.
+    assert "screener-agi INFO" in process.stderr

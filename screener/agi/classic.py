@@ -19,7 +19,6 @@ only the list entries that could match this caller are read.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -45,6 +44,7 @@ from screener.errors import (
     ProtocolError,
     ScreenerError,
 )
+from screener.lazylog import configure_on_first_use, get_logger
 from screener.lists import FEATURE_PREFIX
 from screener.records import CallRecord
 from screener.session import run_session
@@ -52,7 +52,8 @@ from screener.session import run_session
 if TYPE_CHECKING:
     from screener.storage import Store
 
-log = logging.getLogger(__name__)
+# A lazy logger: classic AGI imports this module before its first command.
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``AGI(screener-agi,/etc/screener/screener.toml,feature/block-last)``.
     """
     arguments = sys.argv[1:] if argv is None else list(argv)
-    _configure_logging()
+    configure_on_first_use(_configure_logging)
     # The dialplan appends the feature after whatever SCREENER_AGI holds, so
     # it may follow the configuration path: look for it in every position.
     features = [item for item in arguments if item.startswith(FEATURE_PREFIX)]
@@ -342,6 +343,8 @@ class _Discard(io.TextIOBase):
 def _configure_logging() -> None:
     # stdout belongs to the AGI protocol; log lines go to stderr, which
     # Asterisk shows on its console with the channel name.
+    import logging
+
     level = os.environ.get("SCREENER_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         stream=sys.stderr,

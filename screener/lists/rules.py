@@ -22,7 +22,6 @@ per name pattern. Name patterns are the only part that grows with the list.
 from __future__ import annotations
 
 import enum
-import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,9 +30,11 @@ from typing import Protocol
 
 from screener.callerid import CallerId, Presence, normalise_number
 from screener.errors import ListError
+from screener.lazylog import get_logger
 from screener.lists.patterns import MAX_NAME_LENGTH, check_backtracking
 
-log = logging.getLogger(__name__)
+# A lazy logger: classic AGI imports this module before its first command.
+log = get_logger(__name__)
 
 # Caller ID names are at most 15 characters on North American lines, so a
 # longer pattern is almost certainly a mistake. The cap also bounds the cost

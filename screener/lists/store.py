@@ -10,7 +10,6 @@ handset feature code.
 from __future__ import annotations
 
 import gc
-import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
@@ -22,6 +21,7 @@ from screener.config import Config
 from screener.config import Lists as ListSettings
 from screener.errors import ListError, StorageError
 from screener.flow import Outcome
+from screener.lazylog import get_logger
 from screener.lists.rules import (
     EMPTY_INDEX,
     Decision,
@@ -36,7 +36,8 @@ from screener.storage import Store, open_store
 if TYPE_CHECKING:
     import asyncio
 
-log = logging.getLogger(__name__)
+# A lazy logger: classic AGI imports this module before its first command.
+log = get_logger(__name__)
 
 _COLUMNS = "id, list, kind, value, note, expires, source"
 _UPSERT = (
