@@ -64,6 +64,20 @@ def test_environment_garbage_line_rejected() -> None:
         parse_environment(["GET / HTTP/1.1", ""])
 
 
+def test_environment_without_channel_rejected() -> None:
+    # A lone blank line would otherwise start a call with no channel at all.
+    with pytest.raises(ProtocolError, match="agi_channel"):
+        parse_environment([""])
+    with pytest.raises(ProtocolError, match="agi_channel"):
+        parse_environment(["agi_network: yes", ""])
+
+
+def test_environment_control_characters_become_spaces() -> None:
+    lines = ["agi_channel: DAHDI/1-1", "agi_uniqueid: 17.1\rFAKE\x1b[2J\x85", ""]
+    environment = parse_environment(lines)
+    assert environment.uniqueid == "17.1 FAKE [2J "
+
+
 def test_environment_oversized_block_rejected() -> None:
     parser = EnvironmentParser()
     line = "agi_padding: " + "x" * 1000

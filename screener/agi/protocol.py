@@ -122,6 +122,10 @@ class Environment:
         return self.get("calleridname")
 
 
+# C0 controls, DEL and C1 controls, each mapped to a space.
+_CONTROL_TO_SPACE = {code: " " for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
 class EnvironmentParser:
     """Incremental parser of the environment block, bounded in size.
 
@@ -138,13 +142,19 @@ class EnvironmentParser:
         """Take one line; return the environment once the blank line arrives."""
         self._count(line)
         if line == "":
+            # Asterisk always names the channel. A block without it is not
+            # from Asterisk, and would otherwise start a call of its own.
+            if "agi_channel" not in self._variables:
+                raise ProtocolError("environment block without agi_channel")
             return Environment(dict(self._variables))
         name, separator, value = line.partition(": ")
         if not separator or not name.startswith("agi_"):
             raise ProtocolError(f"invalid environment line: {line[:80]!r}")
         # Split at the first ": " only, because values such as agi_request
         # (agi://host/script?a=b: c) may contain the separator themselves.
-        self._variables[name] = value
+        # Control characters become spaces, so that no value can rewrite a
+        # terminal that shows the log (the uniqueid tags every log line).
+        self._variables[name] = value.translate(_CONTROL_TO_SPACE)
         return None
 
     def _count(self, line: str) -> None:
