@@ -270,11 +270,17 @@ async def _serve_until_signal(
     checkpointer.start()
     checkpointing = asyncio.create_task(checkpointer.run())
     await stop.wait()
-    log.info("stopping: finishing the calls in progress")
+    log.info(
+        "stopping: finishing the calls in progress (a second signal fails them"
+        " over to the handsets at once)"
+    )
+    hurry = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, hurry.set)
     serving.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await serving
-    await server.close()
+    await server.close(hurry=hurry)
     batch.flush()
     checkpointing.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -345,3 +345,71 @@ async def test_burst_of_connections_is_queued(
     finally:
         for sock in sockets:
             sock.close()
+
+
+async def start_stuck_call(port: int) -> asyncio.StreamWriter:
+    """Start a call that answers ANSWER and then never replies again."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(ENVIRONMENT)
+    assert (await reader.readline()).startswith(b"ANSWER")
+    writer.write(b"200 result=0\n")
+    assert (await reader.readline()).startswith(b"STREAM FILE")
+    return writer
+
+
+async def test_stop_fails_stuck_call_after_grace(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    instance, calls = server
+    writer = await start_stuck_call(instance.port)
+    started = time.monotonic()
+    await instance.close(grace=0.2)
+    assert time.monotonic() - started < 3.0
+    assert len(calls) == 1
+    assert calls[0].outcome is Outcome.FAILED
+    writer.close()
+
+
+async def test_second_signal_fails_calls_at_once(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    instance, calls = server
+    writer = await start_stuck_call(instance.port)
+    hurry = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, hurry.set)
+    started = time.monotonic()
+    await instance.close(grace=60.0, hurry=hurry)
+    assert time.monotonic() - started < 3.0
+    assert [call.outcome for call in calls] == [Outcome.FAILED]
+    writer.close()
+
+
+async def test_stop_lets_calls_finish_within_grace(
+    server: tuple[FastAgiServer, list[CallRecord]],
+) -> None:
+    instance, calls = server
+    peer = Peer(instance.port)
+    call = asyncio.create_task(peer.call(press({"main-menu": b"200 result=49\n"})))
+    await asyncio.sleep(0.05)
+    await instance.close(grace=5.0)
+    await call
+    assert [c.outcome for c in calls] == [Outcome.PASSED_OWNER]
+
+
+async def test_long_usage_reply_is_read_whole(
+    server: tuple[FastAgiServer, list[CallRecord]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A 520 usage text may run to MAX_USAGE_LINES lines, sent in one piece.
+    instance, calls = server
+    usage = (
+        b"520-Invalid command syntax.  Proper usage follows:\n"
+        + b"usage line\n" * 70
+        + b"520 End of proper usage.\n"
+    )
+    await Peer(instance.port).call(press({"ANSWER": usage}))
+    await until(lambda: len(calls) == 1)
+    assert calls[0].outcome is Outcome.FAILED
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "rejected" in messages
+    assert "unread lines" not in messages

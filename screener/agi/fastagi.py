@@ -18,7 +18,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from screener.agi.channel import AgiChannel
 from screener.agi.protocol import (
@@ -52,8 +52,15 @@ MAX_SESSIONS = 4096
 # Linux caps this at net.core.somaxconn.
 LISTEN_BACKLOG = MAX_SESSIONS
 # Lines received but not yet read. Asterisk sends one reply per command (plus
-# a HANGUP line), so a longer backlog is a peer flooding us.
-MAX_PENDING_LINES = 64
+# a HANGUP line), and a 520 usage reply of up to MAX_USAGE_LINES lines, so a
+# longer backlog is a peer flooding us.
+MAX_PENDING_LINES = MAX_USAGE_LINES + 28
+# On stop, calls in progress get this long to finish. The rest are then
+# failed, so that the dialplan rings the handsets, well within systemd's
+# default stop timeout of 90 s.
+SHUTDOWN_GRACE_SECONDS = 20.0
+# Failed calls end at once; this bounds the wait for their last writes.
+ABANDON_WAIT_SECONDS = 5.0
 # Size of the receive buffer that all connections share. A plain Protocol
 # would have asyncio allocate 256 KiB per read (an mmap, an mremap and a
 # munmap each time, about 12% of the server's CPU under load in bench/).
@@ -205,6 +212,13 @@ class AgiConnection(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.close()
 
+    def abandon(self, reason: str) -> None:
+        """Fail the session with ``reason`` and close, so the handsets ring."""
+        # Not a bad session start, even when the environment is incomplete.
+        self._parser = None
+        self._finish(ProtocolError(reason))
+        self.close()
+
     # Internals
 
     def _take_line(self, line: str) -> bool:
@@ -338,14 +352,54 @@ class FastAgiServer:
         assert self._server is not None, "server not started"
         await self._server.serve_forever()
 
-    async def close(self) -> None:
-        """Stop accepting and let the calls in progress finish."""
+    async def close(
+        self,
+        grace: float = SHUTDOWN_GRACE_SECONDS,
+        hurry: asyncio.Event | None = None,
+    ) -> None:
+        """Stop accepting and let the calls in progress finish.
+
+        Calls still in progress after ``grace`` seconds, or once ``hurry`` is
+        set, fail and their connections close: Asterisk then rings the
+        handsets for them, and each still gets its call-log row.
+        """
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+        await self._wait_for_sessions(grace, hurry)
         if self._sessions:
-            await asyncio.gather(*self._sessions, return_exceptions=True)
+            log.warning(
+                "%d calls still in progress; failing them so the dialplan"
+                " rings the handsets",
+                len(self._sessions),
+            )
+        for connection in list(self._connections):
+            connection.abandon("the server is stopping")
+        if self._sessions:
+            await asyncio.wait(set(self._sessions), timeout=ABANDON_WAIT_SECONDS)
+        if self._server is not None:
+            await self._server.wait_closed()
         log.info("FastAGI server stopped")
+
+    async def _wait_for_sessions(
+        self, grace: float, hurry: asyncio.Event | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        hurried = loop.create_task(hurry.wait()) if hurry is not None else None
+        try:
+            while self._sessions and not (hurried is not None and hurried.done()):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                waiting: set[asyncio.Future[Any]] = set(self._sessions)
+                if hurried is not None:
+                    waiting.add(hurried)
+                await asyncio.wait(
+                    waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            if hurried is not None:
+                hurried.cancel()
 
     def warn_bad_start(self, peer: str, exc: Exception) -> None:
         """Log a peer that broke the session start, at a bounded rate.
