@@ -228,7 +228,12 @@ def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 async def _serve_until_signal(
     config: config_module.Config, store: Store, record: Callable[[CallRecord], None]
 ) -> None:
-    from screener.agi.fastagi import FastAgiServer
+    from screener.agi.fastagi import (
+        MAX_SESSIONS,
+        RESERVED_FILES,
+        FastAgiServer,
+        allowed_sessions,
+    )
     from screener.callbatch import BatchRecorder, WalCheckpointer
     from screener.lists.features import FeatureHandler
     from screener.lists.store import LiveLists
@@ -247,11 +252,21 @@ async def _serve_until_signal(
     batch = BatchRecorder(
         store, record, on_flushed=sender.wake if sender is not None else None
     )
+    max_sessions = allowed_sessions()
+    if max_sessions < MAX_SESSIONS:
+        log.warning(
+            "the limit on open files allows only %d calls at once (of %d);"
+            " raise LimitNOFILE in the systemd unit or ulimit -n to %d",
+            max_sessions,
+            MAX_SESSIONS,
+            MAX_SESSIONS + RESERVED_FILES,
+        )
     server = FastAgiServer(
         config,
         batch,
         lists=lists,
         features=FeatureHandler(store, config),
+        max_sessions=max_sessions,
     )
     try:
         await server.start()

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import select
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -413,3 +416,63 @@ async def test_long_usage_reply_is_read_whole(
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "rejected" in messages
     assert "unread lines" not in messages
+
+
+LIMIT_PROBE = """
+import resource
+from screener.agi.fastagi import allowed_sessions
+
+print(allowed_sessions(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+def run_with_open_files_limit(soft: int, hard: int) -> tuple[int, int]:
+    """Return allowed_sessions() and the soft limit after, under this limit."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    result = subprocess.run(
+        [sys.executable, "-c", LIMIT_PROBE],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        check=True,
+        timeout=30,
+    )
+    sessions, new_soft = result.stdout.split()
+    return int(sessions), int(new_soft)
+
+
+def test_open_files_limit_raised_to_hard() -> None:
+    sessions, soft = run_with_open_files_limit(128, 10_000)
+    assert sessions == fastagi.MAX_SESSIONS
+    assert soft == fastagi.MAX_SESSIONS + fastagi.RESERVED_FILES
+
+
+def test_low_hard_limit_caps_sessions() -> None:
+    sessions, soft = run_with_open_files_limit(128, 128)
+    assert sessions == 128 - fastagi.RESERVED_FILES
+    assert soft == 128
+
+
+async def test_connection_past_session_limit_rejected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = config_module.parse({"server": {"port": 0}}, base_dir=Path("."))
+    calls: list[CallRecord] = []
+    instance = FastAgiServer(config, calls.append, max_sessions=1)
+    await instance.start()
+    try:
+        _reader, holder = await asyncio.open_connection("127.0.0.1", instance.port)
+        await until(lambda: len(instance._connections) == 1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", instance.port)
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+        writer.close()
+        holder.close()
+    finally:
+        await instance.close(grace=0.1)
+    rejected = [r for r in caplog.records if "over 1 calls at once" in r.getMessage()]
+    assert len(rejected) == 1
+    assert rejected[0].levelno == logging.WARNING

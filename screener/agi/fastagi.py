@@ -46,6 +46,10 @@ ENVIRONMENT_TIMEOUT = 5.0
 # Calls served at once; past this a connection is closed at once, and the
 # dialplan rings the handsets (fail-open) rather than queue a caller.
 MAX_SESSIONS = 4096
+# Open files kept free for the database, the log and the listening socket:
+# a connection past the limit on open files would be reset by the event
+# loop without a log line, so the server rejects it first, with a WARNING.
+RESERVED_FILES = 64
 # Connections the kernel queues before the server accepts them. With
 # asyncio's default of 100, a burst of calls overflows the queue, and each
 # lost handshake is retried after 1, 3 or 7 s (bench/, 1,000 calls at once).
@@ -69,6 +73,28 @@ RECEIVE_BUFFER_BYTES = 64 * 1024
 # broken connections cannot fill the disk with log lines.
 MAX_WARNINGS_PER_WINDOW = 20
 WARNING_WINDOW_SECONDS = 60.0
+
+
+def allowed_sessions() -> int:
+    """Raise the soft limit on open files if needed; return the calls it allows.
+
+    Each call holds one socket. The soft limit is raised up to the hard
+    limit, so a systemd default of 1024 does not cap the server near 1,000
+    calls when the hard limit allows MAX_SESSIONS.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_SESSIONS + RESERVED_FILES
+    unlimited = resource.RLIM_INFINITY
+    if soft != unlimited and soft < wanted:
+        raised = wanted if hard == unlimited else min(wanted, hard)
+        if raised > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == unlimited:
+        return MAX_SESSIONS
+    return max(1, min(MAX_SESSIONS, soft - RESERVED_FILES))
 
 
 class AgiConnection(asyncio.BufferedProtocol):
@@ -103,7 +129,9 @@ class AgiConnection(asyncio.BufferedProtocol):
         if not self._server.admit(self):
             self._parser = None
             log.warning(
-                "FastAGI %s: rejected, over %d calls at once", self.peer, MAX_SESSIONS
+                "FastAGI %s: rejected, over %d calls at once",
+                self.peer,
+                self._server.max_sessions,
             )
             self._transport.close()
             return
@@ -309,8 +337,10 @@ class FastAgiServer:
         on_call_done: Callable[[], None] | None = None,
         lists: CallerLists | None = None,
         features: FeatureHandler | None = None,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self._config = config
+        self.max_sessions = max_sessions
         self._record = record
         self._on_call_done = on_call_done
         self._lists = lists
@@ -426,7 +456,7 @@ class FastAgiServer:
 
     def admit(self, connection: AgiConnection) -> bool:
         """Register a new connection unless the server is full."""
-        if len(self._connections) >= MAX_SESSIONS:
+        if len(self._connections) >= self.max_sessions:
             return False
         self._connections.add(connection)
         return True
