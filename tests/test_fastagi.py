@@ -351,7 +351,7 @@ async def test_burst_of_connections_is_queued(
 
 
 async def start_stuck_call(port: int) -> asyncio.StreamWriter:
-    """Start a call that answers ANSWER and then never replies again."""
+    """Start a call that replies to ANSWER and then never replies again."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(ENVIRONMENT)
     assert (await reader.readline()).startswith(b"ANSWER")

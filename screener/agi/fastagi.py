@@ -46,9 +46,9 @@ ENVIRONMENT_TIMEOUT = 5.0
 # Calls served at once; past this a connection is closed at once, and the
 # dialplan rings the handsets (fail-open) rather than queue a caller.
 MAX_SESSIONS = 4096
-# Open files kept free for the database, the log and the listening socket:
-# a connection past the limit on open files would be reset by the event
-# loop without a log line, so the server rejects it first, with a WARNING.
+# Open files kept free for the database, the log and the listening socket.
+# The event loop resets a connection past the limit on open files without a
+# log line, so the server rejects connections before that, with a WARNING.
 RESERVED_FILES = 64
 # Connections the kernel queues before the server accepts them. With
 # asyncio's default of 100, a burst of calls overflows the queue, and each
@@ -78,7 +78,7 @@ WARNING_WINDOW_SECONDS = 60.0
 def allowed_sessions() -> int:
     """Raise the soft limit on open files if needed; return the calls it allows.
 
-    Each call holds one socket. The soft limit is raised up to the hard
+    Each call uses one socket. The soft limit is raised up to the hard
     limit, so a systemd default of 1024 does not cap the server near 1,000
     calls when the hard limit allows MAX_SESSIONS.
     """
