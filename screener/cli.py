@@ -207,9 +207,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         record_and_learn(store, call, config)
 
     try:
-        import uvloop
-
-        uvloop.run(_serve_until_signal(config, store, record))
+        _run_event_loop(_serve_until_signal(config, store, record))
     finally:
         store.close()
     return 0
