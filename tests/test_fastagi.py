@@ -7,14 +7,17 @@ or hostile peer can misbehave. The real Asterisk is the peer in tests/e2e.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import select
 import socket
+import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -476,3 +479,82 @@ async def test_connection_past_session_limit_rejected(
     rejected = [r for r in caplog.records if "over 1 calls at once" in r.getMessage()]
     assert len(rejected) == 1
     assert rejected[0].levelno == logging.WARNING
+
+
+Dropper = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def reset_during_stream(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    writer.write(ENVIRONMENT)
+    assert (await reader.readline()).startswith(b"ANSWER")
+    writer.write(b"200 result=0\n")
+    assert (await reader.readline()).startswith(b"STREAM FILE")
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def send_garbage(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    writer.write(b"garbage\n")
+    assert await reader.read() == b""
+    writer.close()
+
+
+@pytest.mark.parametrize("drop", [reset_during_stream, send_garbage])
+async def test_dropped_connection_freed_without_collector(
+    server: tuple[FastAgiServer, list[CallRecord]], drop: Dropper
+) -> None:
+    # A connection kept in a reference cycle lives until a full collection,
+    # so thousands of reset calls grew the server by megabytes.
+    instance, _calls = server
+    gc.disable()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", instance.port)
+        await until(lambda: len(instance._connections) == 1)
+        connection = weakref.ref(next(iter(instance._connections)))
+        await drop(reader, writer)
+        await until(lambda: not instance._connections and not instance._sessions)
+        await asyncio.sleep(0.05)
+        assert connection() is None
+    finally:
+        gc.enable()
+
+
+SERVE_WITHOUT_UVLOOP = """
+import sys
+
+sys.modules["uvloop"] = None  # as if it were not installed
+from screener.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_serve_falls_back_to_asyncio(tmp_path: Path) -> None:
+    config = tmp_path / "screener.toml"
+    config.write_text(
+        f'[server]\nport = 0\n[database]\npath = "{tmp_path / "calls.sqlite"}"\n'
+    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVE_WITHOUT_UVLOOP, "-c", str(config), "serve"],
+            stderr=log_file,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while "listening on" not in log_path.read_text():
+                assert process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.05)
+            process.terminate()
+            assert process.wait(20) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert "(event loop: asyncio)" in log_path.read_text()

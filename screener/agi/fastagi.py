@@ -175,7 +175,7 @@ class AgiConnection(asyncio.BufferedProtocol):
         if self._lines:
             self._drop_stray_lines()
         if self._closed is not None:
-            raise self._closed
+            raise self._closed_error()
         assert self._transport is not None
         log.debug("[%s] >> %r", self.tag, command)
         self._transport.write(command)
@@ -222,7 +222,7 @@ class AgiConnection(asyncio.BufferedProtocol):
     async def _next_line(self, deadline: float, timeout: float) -> str:
         while not self._lines:
             if self._closed is not None:
-                raise self._closed
+                raise self._closed_error()
             waiter = self._loop.create_future()
             self._waiter = waiter
             timer = self._loop.call_at(deadline, _expire, waiter)
@@ -234,6 +234,17 @@ class AgiConnection(asyncio.BufferedProtocol):
             if self._loop.time() >= deadline and not self._lines:
                 raise ProtocolError(f"no reply within {timeout:.0f} s")
         return self._lines.popleft()
+
+    def _closed_error(self) -> Exception:
+        """Return a new exception like the one that closed the connection.
+
+        Raising the stored one would attach its traceback to it, and the
+        frames of that traceback refer back to this connection. Such a cycle
+        waits for a full garbage collection, so connections reset in the
+        middle of a call accumulated (about 6 KiB each in a soak).
+        """
+        assert self._closed is not None
+        return type(self._closed)(*self._closed.args)
 
     def close(self) -> None:
         """Close the connection; Asterisk then continues in the dialplan."""
@@ -297,7 +308,9 @@ class AgiConnection(asyncio.BufferedProtocol):
 
     def _finish(self, exc: Exception) -> None:
         if self._closed is None:
-            self._closed = exc
+            # Kept without its traceback, whose frames refer back to this
+            # connection (see _closed_error).
+            self._closed = exc.with_traceback(None)
         if self._parser is not None:
             if self._received_any or not isinstance(exc, ChannelHungUp):
                 self._server.warn_bad_start(self.peer, exc)
