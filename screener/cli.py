@@ -228,7 +228,7 @@ async def _serve_until_signal(
 ) -> None:
     from screener.agi.fastagi import (
         MAX_SESSIONS,
-        RESERVED_FILES,
+        OPEN_FILES_NEEDED,
         FastAgiServer,
         allowed_sessions,
     )
@@ -257,7 +257,7 @@ async def _serve_until_signal(
             " raise LimitNOFILE in the systemd unit or ulimit -n to %d",
             max_sessions,
             MAX_SESSIONS,
-            MAX_SESSIONS + RESERVED_FILES,
+            OPEN_FILES_NEEDED,
         )
     server = FastAgiServer(
         config,

@@ -353,13 +353,20 @@ async def test_burst_of_connections_is_queued(
             sock.close()
 
 
-async def start_stuck_call(port: int) -> asyncio.StreamWriter:
-    """Start a call that replies to ANSWER and then never replies again."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def walk_to_first_tone(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Send the environment, reply to ANSWER and read the first STREAM FILE."""
     writer.write(ENVIRONMENT)
     assert (await reader.readline()).startswith(b"ANSWER")
     writer.write(b"200 result=0\n")
     assert (await reader.readline()).startswith(b"STREAM FILE")
+
+
+async def start_stuck_call(port: int) -> asyncio.StreamWriter:
+    """Start a call that replies to ANSWER and then never replies again."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await walk_to_first_tone(reader, writer)
     return writer
 
 
@@ -487,10 +494,7 @@ Dropper = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 async def reset_during_stream(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
-    writer.write(ENVIRONMENT)
-    assert (await reader.readline()).startswith(b"ANSWER")
-    writer.write(b"200 result=0\n")
-    assert (await reader.readline()).startswith(b"STREAM FILE")
+    await walk_to_first_tone(reader, writer)
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
