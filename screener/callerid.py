@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+
+from screener.record import Record
 
 # Values that mean "the number was withheld by the caller".
 WITHHELD = frozenset({"p", "private", "anonymous", "restricted", "withheld"})
@@ -34,8 +35,7 @@ class Presence(enum.StrEnum):
     INVALID = "invalid"
 
 
-@dataclass(frozen=True)
-class CallerId:
+class CallerId(Record):
     """The caller's number and name, raw and normalised."""
 
     number_raw: str

@@ -8,7 +8,14 @@ running when the caller left.
 
 from __future__ import annotations
 
-from typing import Protocol
+# typing is not imported at run time, for classic AGI's start-up (see
+# screener.record). mypy treats any name TYPE_CHECKING as true, and at run
+# time a protocol class is a plain base class that nothing instantiates.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object
 
 # Every key a phone can send, so that any key interrupts a prompt and the flow,
 # not Asterisk, decides whether the key was valid.

@@ -1,4 +1,4 @@
-"""Screener's configuration: one TOML file, validated into frozen dataclasses.
+"""Screener's configuration: one TOML file, validated into frozen records.
 
 Every key has a default, so an empty file is a working configuration. Unknown
 keys are rejected rather than ignored, because a misspelt key that silently
@@ -14,11 +14,18 @@ import string
 import tomllib
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from types import MappingProxyType
 
 from screener.errors import ConfigError
+from screener.record import Record, fields
+
+# typing stays out of classic AGI's start-up; see screener.record.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 DEFAULT_PATH = Path("/etc/screener/screener.toml")
 CONFIG_ENV = "SCREENER_CONFIG"
@@ -54,8 +61,7 @@ PLACEHOLDERS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Names:
+class Names(Record):
     """The names the menus offer."""
 
     owner: str = "Adrian"
@@ -63,8 +69,7 @@ class Names:
     decoy: str = "James"
 
 
-@dataclass(frozen=True)
-class Keys:
+class Keys(Record):
     """The DTMF keys of both menus."""
 
     owner: str = "1"
@@ -73,8 +78,7 @@ class Keys:
     decoy: str = "9"
 
 
-@dataclass(frozen=True)
-class Menu:
+class Menu(Record):
     """Menu playback: the tone code, the rounds and the wait for a key."""
 
     sit_code: str = "IC"
@@ -82,8 +86,7 @@ class Menu:
     wait_seconds: float = 5.0
 
 
-@dataclass(frozen=True)
-class Prompts:
+class Prompts(Record):
     """Spoken texts, with ``{owner}``-style placeholders, and user recordings."""
 
     main_menu: str = (
@@ -102,11 +105,10 @@ class Prompts:
     unblocked_last: str = "The last caller is no longer blocked."
     allowed_last: str = "The last caller is now allowed."
     no_last_caller: str = "There is no last caller with a number."
-    recordings: Mapping[str, Path] = field(default_factory=dict)
+    recordings: Mapping[str, Path] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Sounds:
+class Sounds(Record):
     """Sound folders: where sounds are built, and where Asterisk finds them."""
 
     build_dir: Path = Path("sounds")
@@ -114,23 +116,20 @@ class Sounds:
     voice: str = "en-us"
 
 
-@dataclass(frozen=True)
-class Server:
+class Server(Record):
     """The FastAGI listening address."""
 
     host: str = "127.0.0.1"
     port: int = 4573
 
 
-@dataclass(frozen=True)
-class Database:
+class Database(Record):
     """The SQLite call log."""
 
     path: Path = Path("/var/lib/screener/screener.sqlite")
 
 
-@dataclass(frozen=True)
-class Mail:
+class Mail(Record):
     """Trap reports by email; the password never lives in this file."""
 
     enabled: bool = False
@@ -150,8 +149,7 @@ class Mail:
     timeout_seconds: float = 30.0
 
 
-@dataclass(frozen=True)
-class CallerIdSettings:
+class CallerIdSettings(Record):
     """Caller ID reading: the line's country calling code."""
 
     # Country calling code of the line, used to turn national numbers (and
@@ -164,8 +162,7 @@ class CallerIdSettings:
 WITHHELD_TREATMENTS = ("menu", "block")
 
 
-@dataclass(frozen=True)
-class Lists:
+class Lists(Record):
     """The allow and block lists: withheld callers and learning from calls."""
 
     withheld: str = "menu"
@@ -177,39 +174,40 @@ class Lists:
     block_after_silence: bool = False
 
 
-@dataclass(frozen=True)
-class Ami:
+class Ami(Record):
     """The Asterisk Manager Interface login of ``watch``, ``test-call``, ``status``.
 
     The secret comes from ``secret_file`` when set, then ``secret``, then the
     environment variable named by ``secret_env``.
     """
 
+    # The secret never shows in a repr, so in no log line or traceback.
+    _hidden_fields = frozenset({"secret"})
+
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "screener"
     # Allowed for convenience; keep the file mode 0600 when it is set.
-    secret: str = field(default="", repr=False)
+    secret: str = ""
     secret_file: Path | None = None
     secret_env: str = "SCREENER_AMI_SECRET"
     timeout_seconds: float = 10.0
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Record):
     """The whole configuration."""
 
-    names: Names = field(default_factory=Names)
-    keys: Keys = field(default_factory=Keys)
-    menu: Menu = field(default_factory=Menu)
-    prompts: Prompts = field(default_factory=Prompts)
-    sounds: Sounds = field(default_factory=Sounds)
-    server: Server = field(default_factory=Server)
-    database: Database = field(default_factory=Database)
-    mail: Mail = field(default_factory=Mail)
-    ami: Ami = field(default_factory=Ami)
-    callerid: CallerIdSettings = field(default_factory=CallerIdSettings)
-    lists: Lists = field(default_factory=Lists)
+    names: Names = Names()
+    keys: Keys = Keys()
+    menu: Menu = Menu()
+    prompts: Prompts = Prompts()
+    sounds: Sounds = Sounds()
+    server: Server = Server()
+    database: Database = Database()
+    mail: Mail = Mail()
+    ami: Ami = Ami()
+    callerid: CallerIdSettings = CallerIdSettings()
+    lists: Lists = Lists()
     source: Path | None = None
 
     def prompt_text(self, name: str) -> str:
@@ -269,9 +267,7 @@ def parse(
     document: Mapping[str, Any], *, base_dir: Path, source: Path | None = None
 ) -> Config:
     """Validate a decoded TOML document into a :class:`Config`."""
-    _reject_unknown(
-        "", document, [f.name for f in fields(Config) if f.name != "source"]
-    )
+    _reject_unknown("", document, [name for name in fields(Config) if name != "source"])
     config = Config(
         names=_parse_names(_table(document, "names")),
         keys=_parse_keys(_table(document, "keys")),
@@ -413,7 +409,7 @@ def _parse_lists(table: Mapping[str, Any]) -> Lists:
 
 MAIL_SECURITY = ("none", "starttls", "tls")
 MAIL_DIGESTS = ("none", "hourly", "daily")
-_MAIL_KEYS = [f.name for f in fields(Mail) if f.name != "sender"] + ["from"]
+_MAIL_KEYS = [name for name in fields(Mail) if name != "sender"] + ["from"]
 # A deliberately plain check: one @, no spaces or control characters, and a
 # dot in the domain. Full RFC 5322 syntax allows far more than any owner needs.
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
@@ -458,7 +454,7 @@ def _parse_mail(table: Mapping[str, Any], base_dir: Path) -> Mail:
 
 
 def _parse_ami(table: Mapping[str, Any], base_dir: Path) -> Ami:
-    _reject_unknown("ami", table, [f.name for f in fields(Ami)])
+    _reject_unknown("ami", table, list(fields(Ami)))
     port = _get(table, "ami", "port", int, Ami.port)
     _check_range("ami.port", port, 1, 65535)
     timeout = float(
@@ -501,9 +497,6 @@ def _optional_path(
     if name not in table:
         return None
     return _resolve(base_dir, _get(table, section, name, str))
-
-
-T = TypeVar("T")
 
 
 def _get(

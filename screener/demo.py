@@ -10,13 +10,12 @@ from the call log and the events Asterisk sent.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from screener import config as config_module
-from screener import lab
+from screener import lab, record
 from screener.agi.fastagi import FastAgiServer
 from screener.ami.calls import CallResult, place_call
 from screener.config import Config
@@ -70,7 +69,7 @@ def _demo_config(config_path: str | None) -> Config:
     path = config_module.config_path(config_path)
     base = config_module.load(path, missing_ok=config_path is None)
     folder = lab.default_root().parent / "demo"
-    return dataclasses.replace(
+    return record.replace(
         base,
         server=config_module.Server(host="127.0.0.1", port=lab.free_port()),
         database=config_module.Database(path=folder / "calls.sqlite"),

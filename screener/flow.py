@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 from screener.channel import ALL_KEYS, Channel
 from screener.config import Config
 from screener.lists.rules import Verdict
+from screener.record import Record
 from screener.sounds.names import prompt_sound, sit_sound
 
 ACTION_VARIABLE = "SCREENER_ACTION"
@@ -96,17 +96,16 @@ class Choice(enum.Enum):
     INVALID = enum.auto()
 
 
-@dataclass
 class Progress:
     """The caller's history so far, read by the session after a hang-up."""
 
-    stage: Stage = Stage.ANSWER
-    keys: list[str] = field(default_factory=list)
-    outcome: Outcome | None = None
+    def __init__(self) -> None:
+        self.stage = Stage.ANSWER
+        self.keys: list[str] = []
+        self.outcome: Outcome | None = None
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Record):
     """One sound of a menu round, and the stage the caller is in meanwhile."""
 
     stage: Stage

@@ -14,10 +14,13 @@ instead of at start-up.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
 
+# typing is not imported at run time, for classic AGI's start-up (see
+# screener.record). mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from typing import Any
 
 _setup: list[Callable[[], None]] = []
 _in_use = False
@@ -25,7 +28,9 @@ _in_use = False
 
 def get_logger(name: str) -> logging.Logger:
     """Return a stand-in for ``logging.getLogger(name)`` that imports nothing yet."""
-    return cast("logging.Logger", _LazyLogger(name))
+    # The stand-in forwards every attribute to the real logger, so callers may
+    # treat it as one.
+    return _LazyLogger(name)  # type: ignore[return-value]
 
 
 def configure_on_first_use(setup: Callable[[], None]) -> None:

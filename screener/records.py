@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from screener.flow import Outcome, Stage
+from screener.record import Record
 
 
-@dataclass(frozen=True)
-class CallRecord:
+class CallRecord(Record):
     """One finished call, as logged."""
 
     started_at: datetime

@@ -14,12 +14,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from screener.errors import StorageError
 from screener.flow import Outcome, Stage
+from screener.record import Record
 from screener.records import CallRecord
 
 # A second writer (the classic AGI process, or the CLI) may hold the lock for a
@@ -94,8 +94,7 @@ SENT = "sent"
 FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class OutboxEntry:
+class OutboxEntry(Record):
     """One queued, sent or failed report, with the call it reports."""
 
     id: int
@@ -108,8 +107,7 @@ class OutboxEntry:
     sent_at: datetime | None
 
 
-@dataclass(frozen=True)
-class TrapCounts:
+class TrapCounts(Record):
     """Trapped calls up to and including one call, for its report."""
 
     same_number_before: int

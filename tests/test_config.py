@@ -1,12 +1,12 @@
 """Configuration loading and the errors a user sees for bad values."""
 
-import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
 from screener import config as config_module
+from screener import record
 from screener.config import Config
 from screener.errors import ConfigError
 
@@ -124,7 +124,7 @@ def test_example_file_matches_defaults() -> None:
     example = Path(__file__).resolve().parent.parent / "screener.example.toml"
     config = config_module.load(example)
     defaults = config_module.parse({}, base_dir=example.parent)
-    assert config == dataclasses.replace(defaults, source=example)
+    assert config == record.replace(defaults, source=example)
 
 
 def test_example_file_lists_every_setting() -> None:
@@ -137,13 +137,13 @@ def test_example_file_lists_every_setting() -> None:
         elif setting := re.match(r"^#? ?(\w+) = ", line):
             listed.setdefault(section, set()).add(setting[1])
     renamed = {"sender": "from"}
-    for section_field in dataclasses.fields(Config):
-        if section_field.name == "source":
+    for section in record.fields(Config):
+        if section == "source":
             continue
-        section_value = getattr(Config(), section_field.name)
+        section_value = getattr(Config(), section)
         expected = {
-            renamed.get(f.name, f.name)
-            for f in dataclasses.fields(section_value)
-            if f.name != "recordings"
+            renamed.get(name, name)
+            for name in record.fields(type(section_value))
+            if name != "recordings"
         }
-        assert expected <= listed.get(section_field.name, set()), section_field.name
+        assert expected <= listed.get(section, set()), section

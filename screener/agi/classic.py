@@ -22,7 +22,6 @@ import io
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from screener import config as config_module
 from screener.agi.protocol import (
@@ -49,13 +48,18 @@ from screener.lists import FEATURE_PREFIX
 from screener.records import CallRecord
 from screener.session import run_session
 
+# typing is not imported at run time, for classic AGI's start-up (see
+# screener.record). mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO, TypeVar
+
     from screener.storage import Store
+
+    T = TypeVar("T")
 
 # A lazy logger: classic AGI imports this module before its first command.
 log = get_logger(__name__)
-
-T = TypeVar("T")
 
 # pyst2 reports a dead channel (511) as AGIUnknownError(code, message).
 DEAD_CHANNEL_CODE = 511

@@ -28,9 +28,10 @@ import enum
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from screener.errors import InvalidArgument, ProtocolError
+from screener.record import Record
 
 # An environment block is about 25 short lines (~1 KiB). The cap stops a peer
 # from making us buffer without end before the session even starts.
@@ -58,14 +59,13 @@ class Status(enum.IntEnum):
     USAGE = 520
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(Record):
     """One parsed reply from Asterisk."""
 
     status: Status
     result: str = ""
     data: str | None = None
-    fields: Mapping[str, str] = field(default_factory=dict)
+    fields: Mapping[str, str] = MappingProxyType({})
     text: str = ""
 
     @property
@@ -91,8 +91,7 @@ class Reply:
         return key
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(Record):
     """The ``agi_*`` variables Asterisk sends at the start of a session."""
 
     variables: Mapping[str, str]

@@ -28,14 +28,19 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Any
 
 from screener.errors import ListError
 
+# typing is not imported at run time, for classic AGI's start-up (see
+# screener.record). mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 # The parser behind re.compile. It is private and untyped, but its output
 # (opcode and argument pairs) has been stable since Python 3.5 as sre_parse.
-sre_parse: Any = importlib.import_module("re._parser")
-sre: Any = importlib.import_module("re._constants")
+sre_parse = importlib.import_module("re._parser")
+sre = importlib.import_module("re._constants")
 
 # The part of a caller name that patterns see. Names on analog lines carry
 # at most 15 characters; SIP display names can be longer.

@@ -24,14 +24,22 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import date
-from typing import Protocol
 
 from screener.callerid import CallerId, Presence, normalise_number
 from screener.errors import ListError
 from screener.lazylog import get_logger
 from screener.lists.patterns import MAX_NAME_LENGTH, check_backtracking
+from screener.record import Record
+
+# typing is not imported at run time, for classic AGI's start-up (see
+# screener.record). mypy treats any name TYPE_CHECKING as true, and at run
+# time a protocol class is a plain base class that nothing instantiates.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object
 
 # A lazy logger: classic AGI imports this module before its first command.
 log = get_logger(__name__)
@@ -71,8 +79,7 @@ class Verdict(enum.StrEnum):
     BLOCK_WITHHELD = "block-withheld"
 
 
-@dataclass(frozen=True)
-class ListEntry:
+class ListEntry(Record):
     """One allow or block list entry; ``value`` is E.164 or a name pattern."""
 
     list: ListName
@@ -97,8 +104,7 @@ class ListEntry:
         return self.value
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     """The verdict for one call and the entry that caused it, if any."""
 
     verdict: Verdict

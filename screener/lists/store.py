@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from screener.callerid import CallerId, Presence
 from screener.config import Config
@@ -33,6 +32,9 @@ from screener.lists.rules import (
 from screener.records import CallRecord
 from screener.storage import Store, open_store
 
+# typing is not imported at run time, for classic AGI's start-up (see
+# screener.record). mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
 

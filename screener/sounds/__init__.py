@@ -11,7 +11,6 @@ Python runs this file first, so the builder and checker load only when used.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from screener.sounds.names import (
     all_sounds,
@@ -21,7 +20,12 @@ from screener.sounds.names import (
     sound_prompt,
 )
 
+# typing is not imported at run time, for classic AGI's start-up (see
+# screener.record). mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from screener.sounds.builder import BuildReport, build
     from screener.sounds.checker import check
 
