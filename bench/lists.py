@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from screener.callerid import CallerId, parse
+from screener.lists import lookup
 from screener.lists import store as list_store
 from screener.lists.rules import EntryKind, ListEntry, ListIndex, ListName
 from screener.storage import open_store
@@ -118,16 +119,19 @@ def run(entry_count: int, call_count: int) -> None:
         live = list_store.LiveLists(store)
         live.refresh()
         print("counter read + decide():     ", time_each(callers, _decider(live)))
-        one_call = list_store.OneCallLists(store)
+        connection = lookup.open_lookup(store.path)
+        assert connection is not None
+        one_call = lookup.OneCallLists(connection)
         print(
             "classic: candidates + decide:",
             time_each(callers[: max(1, call_count // 10)], _decider(one_call)),
         )
+        connection.close()
         store.close()
 
 
 def _decider(
-    lists: list_store.LiveLists | list_store.OneCallLists | ListIndex,
+    lists: list_store.LiveLists | lookup.OneCallLists | ListIndex,
 ) -> Callable[[CallerId], object]:
     return lambda caller: lists.decide(caller, "menu")
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
+from screener import storage as storage_module
 from screener.callerid import CallerId, parse
 from screener.config import Lists as ListSettings
 from screener.config import parse as parse_config
 from screener.errors import ListError
 from screener.flow import Outcome, Stage
+from screener.lists import lookup
 from screener.lists import store as list_store
 from screener.lists.files import read_csv, read_vcard, write_csv
 from screener.lists.rules import (
@@ -250,11 +253,51 @@ def test_one_call_lists_match_like_index(store: Store) -> None:
             ListEntry(BLOCK, NAME, "acme"),
         ],
     )
-    lists = list_store.OneCallLists(store)
+    connection = lookup.open_lookup(store.path)
+    assert connection is not None
+    lists = lookup.OneCallLists(connection)
     assert lists.decide(caller("5550100123"), "menu").verdict is Verdict.ALLOW
     assert lists.decide(caller("5550100999"), "menu").verdict is Verdict.BLOCK
     assert lists.decide(caller("P", "ACME"), "menu").verdict is Verdict.BLOCK
     assert lists.decide(caller("6660100999"), "menu").verdict is Verdict.SCREEN
+    connection.close()
+
+
+def test_lookup_of_missing_database(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
+
+    assert lookup.open_lookup(path) is None
+    # Opening it would have left an empty file without the schema.
+    assert not path.exists()
+
+
+def test_lookup_of_database_before_lists(tmp_path: Path) -> None:
+    # An empty file, and a call log from before the lists existed.
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()
+    older = tmp_path / "older.sqlite"
+    connection = sqlite3.connect(older)
+    connection.execute("CREATE TABLE calls (id INTEGER PRIMARY KEY)")
+    connection.execute(f"PRAGMA user_version = {lookup.LISTS_SCHEMA_VERSION - 1}")
+    connection.close()
+
+    assert lookup.open_lookup(empty) is None
+    assert lookup.open_lookup(older) is None
+
+
+def test_lookup_schema_version_creates_lists(store: Store) -> None:
+    migration = storage_module._MIGRATIONS[lookup.LISTS_SCHEMA_VERSION - 1]
+    assert "CREATE TABLE list_entries" in migration
+    earlier = storage_module._MIGRATIONS[: lookup.LISTS_SCHEMA_VERSION - 1]
+    assert not any("list_entries" in script for script in earlier)
+
+
+def test_lookup_of_non_database_raises(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
+    path.write_text("not a database, but a text file of some length\n" * 100)
+
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        lookup.open_lookup(path)
 
 
 # Files

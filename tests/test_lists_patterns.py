@@ -17,6 +17,7 @@ import pytest
 from screener.callerid import CallerId, parse
 from screener.cli import main
 from screener.errors import ListError
+from screener.lists import lookup
 from screener.lists import store as list_store
 from screener.lists.files import read_csv
 from screener.lists.patterns import MAX_NAME_LENGTH, check_backtracking
@@ -218,5 +219,8 @@ def test_stored_unsafe_pattern_skipped(
 
 def test_one_call_lists_skip_unsafe_pattern(store: Store) -> None:
     list_store.add_entry(store, ListEntry(BLOCK, NAME, "(a|a)*$"))
-    lists = list_store.OneCallLists(store)
+    connection = lookup.open_lookup(store.path)
+    assert connection is not None
+    lists = lookup.OneCallLists(connection)
     assert lists.decide(caller("a" * 40 + "!"), "menu").verdict is Verdict.SCREEN
+    connection.close()

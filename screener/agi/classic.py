@@ -11,15 +11,17 @@ exceptions of its own, which :class:`Pyst2Channel` turns into Screener's
 errors.
 
 Heavy modules (pydub, aiosmtplib) are never imported here, so that the first
-command reaches Asterisk as soon as possible. The database is opened before
-the call flow, because the allow and block lists decide before the menu, and
-only the list entries that could match this caller are read.
+command reaches Asterisk as soon as possible. The allow and block lists decide
+before the first command, so they are read before the call flow, through
+sqlite3 alone and only the entries that could match this caller. The
+database layer loads after the first command, to log the call.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 
@@ -45,7 +47,7 @@ from screener.errors import (
 )
 from screener.lazylog import configure_on_first_use, get_logger
 from screener.lists import FEATURE_PREFIX
-from screener.records import CallRecord
+from screener.lists.lookup import OneCallLists, open_lookup
 from screener.session import run_session
 
 # typing is not imported at run time, for classic AGI's start-up (see
@@ -54,7 +56,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, TypeVar
 
-    from screener.storage import Store
+    from screener.records import CallRecord
 
     T = TypeVar("T")
 
@@ -90,6 +92,12 @@ class AgiInput:
         """The environment block, complete once pyst2's constructor returns."""
         if self._environment is None:
             raise RuntimeError("the AGI environment block has not been read yet")
+        return self._environment
+
+    def read_environment(self) -> Environment:
+        """Read the environment block up to its blank line, if not yet read."""
+        while self._environment is None:
+            self.readline()
         return self._environment
 
     def readline(self) -> str:
@@ -239,44 +247,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("screener-agi: %s", exc)
         return 1
 
-    from asterisk import agi as pyst2
-
     agi_input = AgiInput(sys.stdin.buffer)
     try:
-        # pyst2 writes its debug copy of the environment block, commands and
-        # replies to this stderr. The copy contains caller ID, so it is dropped.
-        agi = pyst2.AGI(stdin=agi_input, stderr=_Discard())
+        agi = _connect_pyst2(agi_input)
     except (ChannelHungUp, ProtocolError) as exc:
         log.warning("screener-agi: could not read the AGI environment block: %s", exc)
         return 1
     environment = agi_input.environment
     if feature is not None:
         return _run_feature(feature, Pyst2Channel(agi), environment, config)
-    store = _open_store(config)
-    lists = None
-    if store is not None:
-        from screener.lists.store import OneCallLists
-
-        lists = OneCallLists(store)
+    connection = _open_lookup(config)
+    lists = None if connection is None else OneCallLists(connection)
     try:
         session = run_session(
-            Pyst2Channel(agi), environment, config, _recorder(config, store), lists
+            Pyst2Channel(agi), environment, config, _record_call(config), lists
         )
         _run_to_completion(session)
     finally:
-        if store is not None:
-            store.close()
+        if connection is not None:
+            connection.close()
     return 0
 
 
-def _open_store(config: config_module.Config) -> Store | None:
-    """Open the call log for the lists, or return None so the menu still runs."""
-    from screener.storage import open_store
+def _connect_pyst2(agi_input: AgiInput) -> Any:
+    """Construct pyst2's ``AGI`` on ``agi_input``; it reads the environment block."""
+    from asterisk import agi as pyst2
 
+    class ScreenerAgi(pyst2.AGI):  # type: ignore[misc]
+        def _get_agi_env(self) -> None:
+            # pyst2's own reader ends with pprint.pformat of the block, for its
+            # debug copy. On Python 3.14 that first imports dataclasses and
+            # inspect, an estimated 9 ms per call (python -X importtime), for a
+            # copy that is dropped. If a later pyst2 no longer calls this
+            # method, it reads the block through AgiInput.readline() itself,
+            # with the same checks.
+            self.env = dict(agi_input.read_environment().variables)
+
+    # pyst2 writes its debug copy of the arguments, commands and replies to
+    # this stderr. The copy contains caller ID, so it is dropped.
+    return ScreenerAgi(stdin=agi_input, stderr=_Discard())
+
+
+def _open_lookup(config: config_module.Config) -> sqlite3.Connection | None:
+    """Open the database for the lists, or return None so the menu still runs."""
     try:
-        return open_store(config.database.path)
-    except ScreenerError as exc:
-        log.error("screener-agi: no allow or block lists for this call: %s", exc)
+        return open_lookup(config.database.path)
+    except sqlite3.Error as exc:
+        path = str(config.database.path)
+        log.error(
+            "screener-agi: no allow or block lists for this call:"
+            " cannot open database %r: %s",
+            path,
+            exc,
+        )
         return None
 
 
@@ -319,22 +342,18 @@ def _run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("the classic AGI session awaited an event loop object")
 
 
-def _recorder(
-    config: config_module.Config, store: Store | None
-) -> Callable[[CallRecord], None]:
+def _record_call(config: config_module.Config) -> Callable[[CallRecord], None]:
     def record(call: CallRecord) -> None:
+        # The database layer loads only now, after the call: it creates and
+        # migrates the database if needed.
         from screener.lists.store import record_and_learn
         from screener.storage import open_store
 
-        if store is not None:
-            record_and_learn(store, call, config)
-            return
-        # Opening failed before the call; the database may be back by now.
-        late_store = open_store(config.database.path)
+        store = open_store(config.database.path)
         try:
-            record_and_learn(late_store, call, config)
+            record_and_learn(store, call, config)
         finally:
-            late_store.close()
+            store.close()
 
     return record
 

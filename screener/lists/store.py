@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gc
 import sqlite3
-from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from screener.callerid import CallerId, Presence
@@ -21,6 +21,7 @@ from screener.config import Lists as ListSettings
 from screener.errors import ListError, StorageError
 from screener.flow import Outcome
 from screener.lazylog import get_logger
+from screener.lists.lookup import ENTRY_COLUMNS, entries_from_rows
 from screener.lists.rules import (
     EMPTY_INDEX,
     Decision,
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 # A lazy logger: classic AGI imports this module before its first command.
 log = get_logger(__name__)
 
-_COLUMNS = "id, list, kind, value, note, expires, source"
 _UPSERT = (
     "INSERT INTO list_entries (list, kind, value, note, expires, source,"
     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -85,14 +85,15 @@ def list_entries(store: Store, list_name: ListName | None = None) -> list[ListEn
     """Return the entries of one list, or of both, in a stable order."""
     if list_name is None:
         rows = store.query(
-            f"SELECT {_COLUMNS} FROM list_entries ORDER BY list, kind, value"
+            f"SELECT {ENTRY_COLUMNS} FROM list_entries ORDER BY list, kind, value"
         )
     else:
         rows = store.query(
-            f"SELECT {_COLUMNS} FROM list_entries WHERE list = ? ORDER BY kind, value",
+            f"SELECT {ENTRY_COLUMNS} FROM list_entries WHERE list = ?"
+            " ORDER BY kind, value",
             (list_name.value,),
         )
-    return _entries(rows)
+    return entries_from_rows(rows)
 
 
 def change_counter(store: Store) -> int:
@@ -113,30 +114,6 @@ def load_index(store: Store) -> ListIndex:
     finally:
         if collecting:
             gc.enable()
-
-
-def candidate_index(store: Store, caller: CallerId) -> ListIndex:
-    """Build an index of only the entries that could match ``caller``.
-
-    For a process that decides one call and exits (classic AGI): the exact
-    number and each of its prefixes are found through the table's unique
-    index, and only name patterns are read in full.
-    """
-    keys: list[str] = []
-    if caller.number is not None:
-        number = caller.number
-        keys = [number[:length] for length in range(2, len(number) + 1)]
-    marks = ", ".join("?" * len(keys)) or "NULL"
-    # Every condition names list and kind, so that SQLite reads both parts
-    # from the unique (list, kind, value) index instead of scanning the table.
-    rows = store.query(
-        f"SELECT {_COLUMNS} FROM list_entries WHERE list IN ('allow', 'block')"
-        f" AND kind IN ('number', 'prefix') AND value IN ({marks})"
-        f" UNION ALL SELECT {_COLUMNS} FROM list_entries"
-        " WHERE list IN ('allow', 'block') AND kind = 'name'",
-        tuple(keys),
-    )
-    return ListIndex(_entries(rows))
 
 
 # Below this many entries a rebuild takes a few milliseconds and runs at once;
@@ -234,17 +211,6 @@ def _load_index_from(path: Path) -> ListIndex:
         store.close()
 
 
-class OneCallLists:
-    """Lists read for a single call, for a process that serves one call."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def decide(self, caller: CallerId, withheld: str) -> Decision:
-        """Apply the rules to ``caller`` using only the entries it could match."""
-        return candidate_index(self._store, caller).decide(caller, withheld)
-
-
 def learn(store: Store, call: CallRecord, settings: ListSettings) -> ListEntry | None:
     """Add the caller to a list if the settings learn from the call's outcome.
 
@@ -310,24 +276,3 @@ def _row(entry: ListEntry) -> tuple[object, ...]:
         entry.source,
         datetime.now(UTC).isoformat(timespec="seconds"),
     )
-
-
-_LIST_NAMES = {name.value: name for name in ListName}
-_KINDS = {kind.value: kind for kind in EntryKind}
-
-
-def _entries(rows: Iterable[sqlite3.Row]) -> list[ListEntry]:
-    # Rows are read by position and enums by dict lookup: at 100,000 entries
-    # this is most of the time a server spends reloading the lists.
-    return [
-        ListEntry(
-            _LIST_NAMES[list_name],
-            _KINDS[kind],
-            value,
-            note,
-            date.fromisoformat(expires) if expires else None,
-            source,
-            entry_id,
-        )
-        for entry_id, list_name, kind, value, note, expires, source in rows
-    ]
