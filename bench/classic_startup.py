@@ -4,6 +4,10 @@ Each repetition starts the program with pipes for stdin and stdout, writes a
 canned environment block, reads until the first command line, takes the peak
 RSS from wait4 and kills the process. ``python -X importtime`` then lists what
 the program imported before that first command.
+
+The database holds a household's call log with allow and block lists, as
+``screener serve`` or an earlier call leaves it, so the list lookup reads a
+real table. The caller is on neither list, so the first command is ANSWER.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from pathlib import Path, PurePosixPath
 from bench import loadgen, procfs, servers
 from bench.fastagi_load import percentile
 from screener import lab
+from screener.lists import store as list_store
+from screener.lists.rules import EntryKind, ListEntry, ListName
+from screener.storage import open_store
 
 BARE_PYST2 = servers.BENCH_DIR / "bare_pyst2.py"
 FLOOR_SCRIPT = servers.BENCH_DIR / "floor_classic.py"
@@ -41,6 +48,31 @@ HEAVY_MODULES = (
     "numpy",
     "panoramisk",
 )
+
+
+def write_database(path: Path) -> None:
+    """Create the call log at ``path`` with lists of a household's size."""
+    entries = [
+        ListEntry(ListName.BLOCK, EntryKind.NUMBER, f"+1555000{index:04d}")
+        for index in range(500)
+    ]
+    entries += [
+        ListEntry(ListName.ALLOW, EntryKind.NUMBER, f"+1666000{index:04d}")
+        for index in range(200)
+    ]
+    entries += [
+        ListEntry(ListName.BLOCK, EntryKind.PREFIX, f"+1{area}")
+        for area in range(800, 820)
+    ]
+    entries += [
+        ListEntry(ListName.BLOCK, EntryKind.NAME, pattern)
+        for pattern in ("^acme", "solar", r"^v\d+$")
+    ]
+    store = open_store(path)
+    try:
+        list_store.add_entries(store, entries)
+    finally:
+        store.close()
 
 
 def _programs() -> dict[str, list[str]]:
@@ -99,6 +131,7 @@ def run_part(quick: bool) -> dict[str, object]:
     compileall.compile_dir(servers.PROJECT_DIR / "screener", quiet=1)
     with tempfile.TemporaryDirectory(prefix="screener-bench-") as temporary:
         config = servers.write_config(Path(temporary))
+        write_database(Path(temporary) / "calls.sqlite")
         environment = dict(os.environ, SCREENER_CONFIG=str(config))
         environment["PYTHONPATH"] = str(servers.PROJECT_DIR)
         print(f"  this machine's Python {platform.python_version()}", flush=True)
@@ -186,6 +219,7 @@ def _measure_in_lab_root(repetitions: int) -> dict[str, object]:
         Path(temporary, "screener.toml").write_text(
             f'[database]\npath = "{work_dir}/calls.sqlite"\n'
         )
+        write_database(Path(temporary) / "calls.sqlite")
         environment = {
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(lab.PROJECT_LIB_DIR),
