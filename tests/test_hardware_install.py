@@ -34,10 +34,20 @@ def base_tarball() -> Path:
         return tarball
     tarball.parent.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_suffix(".tar.partial")
+    # A build cut short, or an older version of this helper, can leave a
+    # folder at either name, which the tar output and the rename cannot replace.
+    for leftover in (partial, tarball):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        elif leftover.exists():
+            leftover.unlink()
     subprocess.run(
         [
             "mmdebstrap",
             "--variant=apt",
+            # mmdebstrap picks its output format from the name's ending, and
+            # ".partial" is not a known one, so without this it makes a folder.
+            "--format=tar",
             '--aptopt=Acquire::Check-Valid-Until "false"',
             "sid",
             str(partial),
