@@ -39,11 +39,15 @@ CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 CONSOLE_SCRIPT = "import sys; from screener.agi.classic import main; sys.exit(main())"
 FIRST_LINE_TIMEOUT = 10.0
 # Modules that must not load before the first command of screener-agi.
+# sqlite3 is not one of them: the lists decide whether a call is answered,
+# so the floor script loads it too.
 HEAVY_MODULES = (
     "pydub",
     "aiosmtplib",
-    "sqlite3",
     "screener.storage",
+    "screener.callbatch",
+    "logging",
+    "asyncio",
     "email",
     "numpy",
     "panoramisk",
