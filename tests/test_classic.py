@@ -71,6 +71,16 @@ def test_silent_caller_hears_menu_then_goodbye(tmp_path: Path) -> None:
     assert commands[-1] == "HANGUP"
 
 
+def test_sound_path_with_space_is_quoted(tmp_path: Path) -> None:
+    # Asterisk splits an unquoted argument at the space and replies 520.
+    config = write_config(tmp_path)
+    with config.open("a") as settings:
+        settings.write('[sounds]\nasterisk_dir = "/srv/my sounds"\n')
+    commands, _stderr = run_script([str(config)], tmp_path)
+    assert commands[1] == 'STREAM FILE "/srv/my sounds/sit-ic" "0123456789*#" 0'
+    assert commands[-2] == 'SET VARIABLE "SCREENER_ACTION" "hangup"'
+
+
 def test_silent_caller_logged_in_new_database(tmp_path: Path) -> None:
     # The database does not exist before the call: the lists are empty, and
     # the call log is created when the call is logged.

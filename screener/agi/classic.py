@@ -34,7 +34,6 @@ from screener.agi.protocol import (
     EnvironmentParser,
     Reply,
     Status,
-    check_argument,
     is_usage_continuation,
     parse_reply_line,
     quote,
@@ -54,7 +53,7 @@ from screener.session import run_session
 # screener.record). mypy treats any name TYPE_CHECKING as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO, TypeVar
+    from typing import Any, BinaryIO, NoReturn, TypeVar
 
     from screener.records import CallRecord
 
@@ -161,11 +160,11 @@ class Pyst2Channel:
 
     async def stream_file(self, sound: str, escape_digits: str = "") -> str | None:
         """Play ``sound``; return the key that interrupted it, if any."""
-        check_argument(sound)
-        # The command line is the one pyst2's stream_file() sends. Its own
-        # conversion of the result would accept any code point as a key.
+        # pyst2's stream_file() leaves the file name unquoted, so a space in
+        # it would split the argument, and its conversion of the result would
+        # accept any code point as a key. Every argument here is quoted.
         response = self._call(
-            self._agi.execute, "STREAM FILE", sound, quote(escape_digits), 0
+            self._agi.execute, "STREAM FILE", quote(sound), quote(escape_digits), 0
         )
         return self._key(response, f"STREAM FILE {sound!r}")
 
@@ -177,9 +176,8 @@ class Pyst2Channel:
 
     async def set_variable(self, name: str, value: str) -> None:
         """Set a channel variable."""
-        check_argument(name)
-        check_argument(value)
-        self._call(self._agi.set_variable, name, value)
+        # pyst2's set_variable() quotes without escaping '"' or '\\'.
+        self._call(self._agi.execute, "SET VARIABLE", quote(name), quote(value))
 
     async def hangup(self) -> None:
         """Hang up the call."""
@@ -195,23 +193,46 @@ class Pyst2Channel:
         reply = Reply(Status.SUCCESS, result=result, text=f"200 result={result}")
         if reply.result_int >= 0:
             return reply.digit()
+        self._raise_for_minus_one(f"{command} failed: result={result}")
+
+    def _raise_for_minus_one(self, message: str) -> NoReturn:
+        """Raise ChannelHungUp if the call is gone, else CommandFailed.
+
+        -1 means either a hang-up or a failure, such as a missing sound file.
+        res_agi.c's command loop sends the reply first and SIGHUP on its next
+        pass, so the flag alone can miss a hang-up. A status query settles
+        it, as on FastAGI: on a dead channel Asterisk replies 511.
+        """
+        import contextlib
+
+        from asterisk import agi as pyst2
+
+        if not self._agi._got_sighup:
+            # -1 from the query itself means no such channel, not a hang-up.
+            with contextlib.suppress(pyst2.AGIAppError):
+                self._call_checked(self._agi.execute, "CHANNEL STATUS")
         if self._agi._got_sighup:
-            raise ChannelHungUp(f"{command} ended by a hang-up: result={result}")
-        raise CommandFailed(f"{command} failed: result={result}")
+            raise ChannelHungUp(f"hang-up: {message}")
+        raise CommandFailed(message)
 
     def _call(self, method: Callable[..., T], *arguments: object) -> T:
+        from asterisk import agi as pyst2
+
+        try:
+            return self._call_checked(method, *arguments)
+        except pyst2.AGIAppError as exc:
+            self._raise_for_minus_one(str(exc))
+
+    def _call_checked(self, method: Callable[..., T], *arguments: object) -> T:
+        """Call a pyst2 method, raising Screener's errors except for -1."""
         from asterisk import agi as pyst2
 
         try:
             return method(*arguments)
         except pyst2.AGIHangup as exc:
             raise ChannelHungUp(str(exc)) from exc
-        except pyst2.AGIAppError as exc:
-            # -1 means hang-up or failure; pyst2 has noted a SIGHUP if it was
-            # a hang-up, because Asterisk signals before it replies.
-            if self._agi._got_sighup:
-                raise ChannelHungUp(str(exc)) from exc
-            raise CommandFailed(str(exc)) from exc
+        except pyst2.AGIAppError:
+            raise
         except pyst2.AGIUnknownError as exc:
             if exc.args and exc.args[0] == DEAD_CHANNEL_CODE:
                 raise ChannelHungUp("channel is dead (511)") from exc

@@ -227,9 +227,36 @@ def test_sighup_then_eof_is_hangup(tmp_path: Path) -> None:
     assert logged_outcomes(tmp_path) == ["trapped-hangup"]
 
 
-@pytest.mark.parametrize("result", [b"999999", b"2000000", b"120", b"-5", b"abc"])
+@pytest.mark.parametrize("result", [b"999999", b"2000000", b"120", b"abc"])
 def test_non_key_result_fails_call(tmp_path: Path, result: bytes) -> None:
     replies = b"200 result=0\n200 result=" + result + b"\n"
+    completed = run_script(tmp_path, environment() + replies)
+    assert completed.returncode == 0
+    assert b"Traceback" not in completed.stderr
+    assert logged_calls(tmp_path) == [("failed", "", "Pat Friend")]
+
+
+def test_minus_one_before_sighup_is_hangup(tmp_path: Path) -> None:
+    # When the caller hangs up during the tones, res_agi.c's command loop
+    # replies -1 first and sends SIGHUP on its next pass. The query gets 511.
+    replies = (
+        b"200 result=0\n"
+        b"200 result=-1 endpos=0\n"
+        b"511 Command Not Permitted on a dead channel or intercept routine\n"
+    )
+    completed = run_script(tmp_path, environment() + replies)
+    assert completed.returncode == 0
+    assert b"Traceback" not in completed.stderr
+    assert logged_outcomes(tmp_path) == ["trapped-hangup"]
+
+
+@pytest.mark.parametrize("result", [b"-1", b"-5"])
+def test_negative_result_on_live_channel_fails_call(
+    tmp_path: Path, result: bytes
+) -> None:
+    # A missing sound file also gives -1, and the channel is still up, so
+    # CHANNEL STATUS returns 6 ("up").
+    replies = b"200 result=0\n200 result=" + result + b"\n200 result=6\n"
     completed = run_script(tmp_path, environment() + replies)
     assert completed.returncode == 0
     assert b"Traceback" not in completed.stderr

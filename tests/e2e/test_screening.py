@@ -287,6 +287,18 @@ async def test_classic_agi_traps_decoy(lab: LabProcess, classic_agi: Screener) -
     assert call.keys == "29"
 
 
+async def test_classic_agi_hangup_during_menu_logged_with_stage(
+    lab: LabProcess, classic_agi: Screener
+) -> None:
+    caller, _number = new_caller()
+    result = await place_call(lab, keys=[], caller_id=caller, max_seconds=2.5)
+
+    call = await logged_call(classic_agi, result)
+    assert call.outcome is Outcome.TRAPPED_HANGUP
+    assert call.stage is Stage.MENU
+    assert result.rings == []
+
+
 async def test_classic_agi_keeps_caller_id_off_console(
     lab: LabProcess, classic_agi: Screener
 ) -> None:
