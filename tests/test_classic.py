@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import importlib
 import importlib.util
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,47 @@ def test_silent_caller_logged_in_new_database(tmp_path: Path) -> None:
     store.close()
     assert [call.outcome for call in calls] == [Outcome.TRAPPED_SILENT]
     assert calls[0].number == "+15550100123"
+
+
+def test_stdout_closes_before_log_write(tmp_path: Path) -> None:
+    # Asterisk rings the handsets only once the script's stdout closes, so a
+    # call-log write that waits for a lock must not hold the call.
+    config = write_config(tmp_path)
+    database = tmp_path / "calls.sqlite"
+    open_store(database).close()
+    blocker = sqlite3.connect(database)
+    blocker.execute("BEGIN EXCLUSIVE")
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "screener.agi.classic", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write(ENVIRONMENT)
+    process.stdin.flush()
+    commands = []
+    for line in process.stdout:
+        commands.append(line.strip())
+        process.stdin.write(REPLY)
+        process.stdin.flush()
+    still_running = process.poll() is None
+
+    blocker.rollback()
+    blocker.close()
+    process.stdin.close()
+    process.wait(TIMEOUT_SECONDS)
+    assert commands[-1] == "HANGUP"
+    assert still_running
+
+    store = open_store(database)
+    calls = store.recent_calls(10)
+    store.close()
+    assert [call.outcome for call in calls] == [Outcome.TRAPPED_SILENT]
 
 
 def test_allowed_caller_rings_without_answer(tmp_path: Path) -> None:

@@ -365,6 +365,9 @@ def _run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def _record_call(config: config_module.Config) -> Callable[[CallRecord], None]:
     def record(call: CallRecord) -> None:
+        # Asterisk goes on with the dialplan (ringing the handsets, say) once
+        # the script's stdout closes, so the call must not wait for the write.
+        _close_stdout()
         # The database layer loads only now, after the call: it creates and
         # migrates the database if needed.
         from screener.lists.store import record_and_learn
@@ -377,6 +380,24 @@ def _record_call(config: config_module.Config) -> Callable[[CallRecord], None]:
             store.close()
 
     return record
+
+
+def _close_stdout() -> None:
+    """Close the pipe to Asterisk, leaving /dev/null in its place."""
+    import contextlib
+
+    # OSError: Asterisk has closed its end already, so the call is over.
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+    try:
+        descriptor = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return  # Not a file, as when a test captures stdout.
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
 
 
 class _Discard(io.TextIOBase):
