@@ -185,9 +185,7 @@ def _add_mail_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def _load(arguments: argparse.Namespace) -> config_module.Config:
-    path = config_module.config_path(arguments.config)
-    explicit = arguments.config is not None
-    return config_module.load(path, missing_ok=not explicit)
+    return config_module.load_selected(arguments.config)
 
 
 def _serve(arguments: argparse.Namespace) -> int:
@@ -316,8 +314,7 @@ def _tune_garbage_collector() -> None:
 
 
 def _check_config(arguments: argparse.Namespace) -> int:
-    path = config_module.config_path(arguments.config)
-    config = config_module.load(path, missing_ok=arguments.config is None)
+    config = config_module.load_selected(arguments.config)
     where = str(config.source) if config.source else "built-in defaults"
     print(f"configuration OK: {where}")
     print(f"  menu: {config.prompt_text('main_menu')}")

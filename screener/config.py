@@ -236,6 +236,16 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(from_env) if from_env else DEFAULT_PATH
 
 
+def load_selected(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Load the file that :func:`config_path` selects.
+
+    Only a missing file at the default path means the built-in defaults. A
+    file named by ``explicit`` or $SCREENER_CONFIG must exist.
+    """
+    chosen = explicit is not None or bool(os.environ.get(CONFIG_ENV))
+    return load(config_path(explicit), missing_ok=not chosen)
+
+
 def load(path: Path, *, missing_ok: bool = False) -> Config:
     """Read and validate the TOML file at ``path``."""
     try:

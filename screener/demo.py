@@ -66,8 +66,7 @@ def run(config_path: str | None) -> int:
 
 
 def _demo_config(config_path: str | None) -> Config:
-    path = config_module.config_path(config_path)
-    base = config_module.load(path, missing_ok=config_path is None)
+    base = config_module.load_selected(config_path)
     folder = lab.default_root().parent / "demo"
     return record.replace(
         base,

@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import importlib
 import importlib.util
+import os
 import sqlite3
 import subprocess
 import sys
@@ -194,6 +195,23 @@ def test_bad_config_exits_nonzero_before_commands(tmp_path: Path) -> None:
     assert process.returncode == 1
     assert process.stdout == ""
     assert "menu.rounds" in process.stderr
+
+
+def test_missing_config_from_environment_exits_nonzero(tmp_path: Path) -> None:
+    # A typo in $SCREENER_CONFIG must not screen calls with the defaults.
+    absent = tmp_path / "absent.toml"
+    process = subprocess.run(
+        [sys.executable, "-m", "screener.agi.classic"],
+        input=ENVIRONMENT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+        env=dict(os.environ, SCREENER_CONFIG=str(absent)),
+    )
+    assert process.returncode == 1
+    assert process.stdout == ""
+    assert "configuration file not found" in process.stderr
+    assert str(absent) in process.stderr
 
 
 # Stands between the script and its stdout, and reports on stderr which of

@@ -91,6 +91,30 @@ def test_missing_default_file_gives_defaults(tmp_path: Path) -> None:
     assert config == Config()
 
 
+def test_missing_file_from_environment_is_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(config_module.CONFIG_ENV, str(tmp_path / "absent.toml"))
+    with pytest.raises(ConfigError, match="not found"):
+        config_module.load_selected()
+
+
+def test_missing_argument_file_is_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(config_module.CONFIG_ENV, raising=False)
+    with pytest.raises(ConfigError, match="not found"):
+        config_module.load_selected(tmp_path / "absent.toml")
+
+
+def test_missing_default_path_gives_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(config_module.CONFIG_ENV, raising=False)
+    monkeypatch.setattr(config_module, "DEFAULT_PATH", tmp_path / "absent.toml")
+    assert config_module.load_selected() == Config()
+
+
 def test_mail_settings_parse(tmp_path: Path) -> None:
     config = load_text(
         tmp_path,

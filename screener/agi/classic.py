@@ -261,8 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     feature = features[0].removeprefix(FEATURE_PREFIX) if features else None
     explicit = arguments[0] if arguments else None
     try:
-        path = config_module.config_path(explicit)
-        config = config_module.load(path, missing_ok=explicit is None)
+        config = config_module.load_selected(explicit)
     except ScreenerError as exc:
         # Exit non-zero so that AGISTATUS is FAILURE and the dialplan fails open.
         log.error("screener-agi: %s", exc)

@@ -139,8 +139,7 @@ def _open(
 ) -> Iterator[tuple[config_module.Config, Store]]:
     from screener.storage import open_store
 
-    path = config_module.config_path(arguments.config)
-    config = config_module.load(path, missing_ok=arguments.config is None)
+    config = config_module.load_selected(arguments.config)
     store = open_store(config.database.path)
     try:
         yield config, store
