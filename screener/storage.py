@@ -353,6 +353,9 @@ def open_store(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Store:
     except sqlite3.Error as exc:
         connection.close()
         raise StorageError(f"cannot use database {str(path)!r}: {exc}") from exc
+    except StorageError as exc:
+        connection.close()
+        raise StorageError(f"cannot use database {str(path)!r}: {exc}") from None
     return store
 
 
@@ -367,6 +370,13 @@ def _configure(connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
 
 def _migrate(connection: sqlite3.Connection) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if not 0 <= version <= len(_MIGRATIONS):
+        # A negative version would run the wrong migrations, and a newer
+        # schema may have columns this version would not fill.
+        raise StorageError(
+            f"unsupported schema version {version} (expected 0 to"
+            f" {len(_MIGRATIONS)}); restore a backup, or upgrade Screener"
+        )
     for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
         with _transaction(connection):
             for statement in _statements(script):

@@ -86,6 +86,24 @@ def test_corrupt_database_is_reported(tmp_path: Path) -> None:
     assert path.read_bytes().startswith(b"not a database")
 
 
+@pytest.mark.parametrize("version", [-1, len(_MIGRATIONS) + 1, 99])
+def test_unknown_schema_version_is_rejected(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "log.sqlite"
+    open_store(path).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"PRAGMA user_version = {version}")
+    connection.close()
+
+    with pytest.raises(StorageError, match=f"schema version {version} ") as error:
+        open_store(path)
+    assert "log.sqlite" in str(error.value)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == version
+        tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    connection.close()
+    assert tables[0] > 0
+
+
 def test_connection_is_autocommit(tmp_path: Path) -> None:
     store = open_store(tmp_path / "log.sqlite")
     store.record_call(make_call("1.1"), report=False)
