@@ -344,11 +344,13 @@ def _parse_prompts(table: Mapping[str, Any], base_dir: Path) -> Prompts:
     _reject_unknown("prompts.recordings", recordings_table, list(PROMPT_NAMES))
     recordings = {
         name: _resolve(
-            base_dir, _get(recordings_table, "prompts.recordings", name, str)
+            base_dir,
+            _get(recordings_table, "prompts.recordings", name, str),
+            f"prompts.recordings.{name}",
         )
         for name in recordings_table
     }
-    return Prompts(**texts, recordings=recordings)
+    return Prompts(**texts, recordings=MappingProxyType(recordings))
 
 
 def _parse_sounds(table: Mapping[str, Any], base_dir: Path) -> Sounds:
@@ -363,7 +365,7 @@ def _parse_sounds(table: Mapping[str, Any], base_dir: Path) -> Sounds:
     _check_no_control("sounds.asterisk_dir", asterisk_dir)
     voice = _text(table, "sounds", "voice", Sounds.voice)
     return Sounds(
-        build_dir=_resolve(base_dir, build_dir),
+        build_dir=_resolve(base_dir, build_dir, "sounds.build_dir"),
         asterisk_dir=asterisk_dir.rstrip("/"),
         voice=voice,
     )
@@ -381,7 +383,7 @@ def _parse_server(table: Mapping[str, Any]) -> Server:
 def _parse_database(table: Mapping[str, Any], base_dir: Path) -> Database:
     _reject_unknown("database", table, ["path"])
     path = _get(table, "database", "path", str, str(Database.path))
-    return Database(path=_resolve(base_dir, path))
+    return Database(path=_resolve(base_dir, path, "database.path"))
 
 
 # ITU-T E.164 country calling codes have one to three digits and never start
@@ -458,6 +460,7 @@ def _parse_mail(table: Mapping[str, Any], base_dir: Path) -> Mail:
         recordings_dir=_resolve(
             base_dir,
             _get(table, "mail", "recordings_dir", str, str(Mail.recordings_dir)),
+            "mail.recordings_dir",
         ),
         timeout_seconds=timeout,
     )
@@ -506,7 +509,7 @@ def _optional_path(
 ) -> Path | None:
     if name not in table:
         return None
-    return _resolve(base_dir, _get(table, section, name, str))
+    return _resolve(base_dir, _get(table, section, name, str), f"{section}.{name}")
 
 
 def _get(
@@ -595,6 +598,10 @@ def _check_keys_distinct(keys: Keys) -> None:
         raise ConfigError("keys.decoy", f"{keys.decoy!r} is also keys.other")
 
 
-def _resolve(base_dir: Path, value: str) -> Path:
-    path = Path(value).expanduser()
+def _resolve(base_dir: Path, value: str, key: str) -> Path:
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError as exc:
+        # Raised for ~name when there is no such user, or no home folder.
+        raise ConfigError(key, f"cannot expand {value!r}: {exc}") from None
     return path if path.is_absolute() else base_dir / path

@@ -115,6 +115,18 @@ def test_missing_default_path_gives_defaults(
     assert config_module.load_selected() == Config()
 
 
+def test_unknown_home_folder_names_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"database\.path: cannot expand"):
+        load_text(tmp_path, '[database]\npath = "~no-such-user-xyz/calls.sqlite"\n')
+
+
+def test_loaded_recordings_are_read_only(tmp_path: Path) -> None:
+    config = load_text(tmp_path, '[prompts.recordings]\nmain_menu = "menu.wav"\n')
+    assert config.prompts.recordings["main_menu"] == tmp_path / "menu.wav"
+    with pytest.raises(TypeError):
+        config.prompts.recordings["goodbye"] = tmp_path / "bye.wav"  # type: ignore[index]
+
+
 def test_mail_settings_parse(tmp_path: Path) -> None:
     config = load_text(
         tmp_path,
