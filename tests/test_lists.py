@@ -263,6 +263,32 @@ def test_one_call_lists_match_like_index(store: Store) -> None:
     connection.close()
 
 
+def test_invalid_row_skipped_others_apply(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    list_store.add_entries(
+        store,
+        [
+            ListEntry(BLOCK, PREFIX, "+1555"),
+            ListEntry(ALLOW, NUMBER, "+15550100123"),
+        ],
+    )
+    # As a hand edit with the sqlite3 shell might leave it.
+    with sqlite3.connect(store.path) as editor:
+        editor.execute("UPDATE list_entries SET expires = 'soon' WHERE kind = 'prefix'")
+    editor.close()
+
+    connection = lookup.open_lookup(store.path)
+    assert connection is not None
+    lists = lookup.OneCallLists(connection)
+    assert lists.decide(caller("5550100123"), "menu").verdict is Verdict.ALLOW
+    assert lists.decide(caller("5550100999"), "menu").verdict is Verdict.SCREEN
+    connection.close()
+    assert [entry.value for entry in list_store.list_entries(store)] == ["+15550100123"]
+    assert "list entry 1 skipped" in caplog.text
+    assert "'soon'" in caplog.text
+
+
 def test_lookup_of_missing_database(tmp_path: Path) -> None:
     path = tmp_path / "calls.sqlite"
 

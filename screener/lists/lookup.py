@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import date
 
 from screener.callerid import CallerId
+from screener.lazylog import get_logger
 from screener.lists.rules import Decision, EntryKind, ListEntry, ListIndex, ListName
+
+# A lazy logger: classic AGI imports this module before its first command.
+log = get_logger(__name__)
 
 ENTRY_COLUMNS = "id, list, kind, value, note, expires, source"
 # The call-log schema version (PRAGMA user_version) whose migration in
@@ -28,12 +32,40 @@ _LIST_NAMES = {name.value: name for name in ListName}
 _KINDS = {kind.value: kind for kind in EntryKind}
 
 
-def entries_from_rows(rows: Iterable[sqlite3.Row]) -> list[ListEntry]:
-    """Turn ``list_entries`` rows, selected as ENTRY_COLUMNS, into entries."""
+def entries_from_rows(rows: Sequence[sqlite3.Row]) -> list[ListEntry]:
+    """Turn ``list_entries`` rows, selected as ENTRY_COLUMNS, into entries.
+
+    A row that is invalid, such as one edited by hand with an expiry that is
+    not a date, is skipped with a warning, and the others still apply.
+    """
     # Rows are read by position and enums by dict lookup: at 100,000 entries
     # this is most of the time a server spends reloading the lists.
-    return [
-        ListEntry(
+    try:
+        return [
+            ListEntry(
+                _LIST_NAMES[list_name],
+                _KINDS[kind],
+                value,
+                note,
+                date.fromisoformat(expires) if expires else None,
+                source,
+                entry_id,
+            )
+            for entry_id, list_name, kind, value, note, expires, source in rows
+        ]
+    except _ROW_ERRORS:
+        entries = (_entry_or_none(row) for row in rows)
+        return [entry for entry in entries if entry is not None]
+
+
+# The exceptions that an invalid column value raises in entries_from_rows.
+_ROW_ERRORS = (KeyError, ValueError, TypeError)
+
+
+def _entry_or_none(row: sqlite3.Row) -> ListEntry | None:
+    entry_id, list_name, kind, value, note, expires, source = row
+    try:
+        return ListEntry(
             _LIST_NAMES[list_name],
             _KINDS[kind],
             value,
@@ -42,8 +74,16 @@ def entries_from_rows(rows: Iterable[sqlite3.Row]) -> list[ListEntry]:
             source,
             entry_id,
         )
-        for entry_id, list_name, kind, value, note, expires, source in rows
-    ]
+    except _ROW_ERRORS as exc:
+        log.warning(
+            "list entry %s skipped: invalid list %r, kind %r or expiry %r (%s)",
+            entry_id,
+            list_name,
+            kind,
+            expires,
+            exc,
+        )
+        return None
 
 
 def candidate_index(connection: sqlite3.Connection, caller: CallerId) -> ListIndex:
