@@ -12,8 +12,11 @@ mypy treats a record class as a frozen dataclass (PEP 681's
 checked as for dataclasses. At run time a record behaves like a frozen
 dataclass with ``eq=True``: positional or keyword construction, value
 equality, hashing, a field-by-field repr and no assignment after
-construction. :func:`replace` and :func:`fields` stand in for the functions
-of ``dataclasses``. Modules that classic AGI does not import before its
+construction. It differs in two ways: a field annotated again in a subclass
+without a value has no default, as mypy reads it, and only a list, dict or
+set default is rejected as mutable, where dataclasses reject any unhashable
+one. :func:`replace` and :func:`fields` stand in for the functions of
+``dataclasses``. Modules that classic AGI does not import before its
 first command keep using dataclasses.
 """
 
@@ -52,18 +55,30 @@ class Record:
         defaults = dict(cls._defaults)
         # The class's own annotations, in order: strings under
         # ``from __future__ import annotations``, evaluated otherwise.
-        for name in cls.__annotations__:
-            if name.startswith("_"):
+        for name, annotation in cls.__annotations__.items():
+            if name.startswith("_") or _is_class_variable(annotation):
                 continue
             if name not in names:
                 names.append(name)
             if name in cls.__dict__:
-                defaults[name] = cls.__dict__[name]
+                default = cls.__dict__[name]
+                if isinstance(default, (list, dict, set)):
+                    raise ValueError(
+                        f"mutable default {type(default).__name__} for field"
+                        f" {name!r} of {cls.__name__}: it would be shared by"
+                        " every instance"
+                    )
+                defaults[name] = default
             elif name in defaults:
+                # Annotated again without a value: required, as mypy reads
+                # it. A dataclass would keep the inherited default.
                 del defaults[name]
+        _check_default_order(cls.__name__, names, defaults)
         cls._field_names = tuple(names)
         cls._field_set = frozenset(names)
         cls._defaults = defaults
+        # For positional match patterns; mypy already derives them itself.
+        cls.__match_args__ = tuple(names)  # type: ignore[attr-defined, misc]
 
     def __init__(self, *arguments: Any, **values: Any) -> None:
         names = self._field_names
@@ -120,6 +135,27 @@ class Record:
             if name not in self._hidden_fields
         )
         return f"{type(self).__qualname__}({shown})"
+
+
+def _is_class_variable(annotation: object) -> bool:
+    """Tell whether ``annotation`` is ClassVar[...], written or evaluated."""
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return text.startswith(("ClassVar", "typing.ClassVar"))
+
+
+def _check_default_order(
+    class_name: str, names: list[str], defaults: dict[str, Any]
+) -> None:
+    """Raise TypeError if a field without a default follows one with a default."""
+    with_default = None
+    for name in names:
+        if name in defaults:
+            with_default = name
+        elif with_default is not None:
+            raise TypeError(
+                f"field {name!r} of {class_name} has no default but follows"
+                f" {with_default!r}, which has one"
+            )
 
 
 def replace(record: R, **changes: Any) -> R:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from typing import ClassVar
 
 import pytest
 
@@ -131,3 +132,47 @@ def test_pickle_and_copy_keep_value() -> None:
     assert pickle.loads(pickle.dumps(entry)) == entry
     assert copy.copy(entry) == entry
     assert copy.deepcopy(entry) == entry
+
+
+def test_class_variable_is_not_field() -> None:
+    class Counted(Record):
+        limit: ClassVar[int] = 5
+        value: str
+
+    assert record.fields(Counted) == ("value",)
+    assert Counted("a").value == "a"
+    assert Counted.limit == 5
+
+
+def test_mutable_default_raises() -> None:
+    with pytest.raises(ValueError, match="mutable default list for field 'tags'"):
+
+        class Tagged(Record):
+            tags: list[str] = []  # noqa: RUF012
+
+
+def test_required_field_after_default_raises() -> None:
+    with pytest.raises(TypeError, match="'value' of Late has no default"):
+
+        class Late(Record):
+            note: str = ""
+            value: str  # type: ignore[misc]
+
+
+def test_annotated_again_without_default_is_required() -> None:
+    # As mypy reads it, unlike a dataclass, which keeps the inherited default.
+    class Narrowed(Record):
+        value: str = ""
+
+    class Required(Narrowed):
+        value: str
+
+    with pytest.raises(TypeError, match="missing fields: value"):
+        Required()  # type: ignore[call-arg]
+
+
+def test_match_by_position() -> None:
+    match Entry("a", "b"):
+        case Entry(value, note):
+            matched = (value, note)
+    assert matched == ("a", "b")
