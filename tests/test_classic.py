@@ -167,9 +167,11 @@ def test_unreadable_database_still_screens(tmp_path: Path) -> None:
 
 def test_feature_after_config_path_runs_feature(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    commands, _stderr = run_script([str(config), "feature/block-last"], tmp_path)
+    commands, stderr = run_script([str(config), "feature/block-last"], tmp_path)
     assert not any("sit-ic" in command for command in commands)
     assert any("no-last-caller" in command for command in commands)
+    # Logged through the same handler and format as a screened call.
+    assert "screener-agi INFO screener.lists.features: feature block-last" in stderr
 
 
 def test_pyst2_debug_kept_off_stderr(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ answers, changes the list, plays a short confirmation and hangs up.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ from screener.errors import (
     ProtocolError,
     ScreenerError,
 )
+from screener.lazylog import get_logger
 from screener.lists import FEATURE_PREFIX
 from screener.lists.rules import EntryKind, ListEntry, ListName
 from screener.sounds.names import prompt_sound
@@ -37,7 +37,8 @@ from screener.sounds.names import prompt_sound
 if TYPE_CHECKING:
     from screener.storage import Store
 
-log = logging.getLogger(__name__)
+# Lazy, so that under classic AGI the first line logged sets up the handler.
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
