@@ -17,7 +17,7 @@ from screener import callerid
 from screener.agi.protocol import Environment
 from screener.channel import Channel
 from screener.config import Config
-from screener.errors import ChannelHungUp, CommandFailed, ProtocolError
+from screener.errors import ChannelHungUp, CommandFailed, ProtocolError, StorageError
 from screener.flow import CallFlow, Outcome
 from screener.lazylog import get_logger
 from screener.lists.rules import EMPTY_INDEX, CallerLists, Decision, Verdict
@@ -127,6 +127,10 @@ def _log_call(call: CallRecord, caller: callerid.CallerId) -> None:
 def _record_safely(record: Recorder, call: CallRecord) -> None:
     try:
         record(call)
+    except StorageError as exc:
+        # An expected fault, such as a locked or read-only database. Its
+        # message names the cause and the database, so one line is enough.
+        log.error("[%s] could not log the call: %s", call.uniqueid, exc)
     except Exception:
         # The call itself is over; losing its row is bad but must not crash
         # the server that is serving other calls.
