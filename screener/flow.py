@@ -201,10 +201,10 @@ class CallFlow:
 
     async def turn_away(self, outcome: Outcome) -> Outcome:
         """Play the tones and "not in service", ignoring keys, and hang up."""
-        await self.channel.answer()
-        # Set first, so a caller who hangs up during the tones is logged as
-        # blocked rather than as an ordinary hang-up.
+        # Set first, so a caller who hangs up as the call is answered or
+        # during the tones is logged as blocked, not as an ordinary hang-up.
         self.progress.outcome = outcome
+        await self.channel.answer()
         self.progress.stage = Stage.TONES
         await self.channel.stream_file(self.sound(sit_sound(self.config.menu.sit_code)))
         return await self.send_away(Stage.NOT_IN_SERVICE, "not_in_service", outcome)

@@ -13,6 +13,7 @@ from screener.agi.fastagi import FastAgiServer
 from screener.agi.protocol import Environment
 from screener.callerid import CallerId
 from screener.config import Config
+from screener.errors import ChannelHungUp
 from screener.flow import ACTION_VARIABLE, Outcome, Stage
 from screener.lists import store as list_store
 from screener.lists.features import FeatureHandler, apply_feature, feature_name
@@ -82,6 +83,20 @@ async def test_blocked_caller_hanging_up_is_still_blocked() -> None:
     _channel, call = await session(["HANGUP"], BLOCKED)
     assert call.outcome is Outcome.TRAPPED_BLOCKED
     assert call.stage is Stage.TONES
+
+
+class HangsUpOnAnswer(ScriptedChannel):
+    async def answer(self) -> None:
+        raise ChannelHungUp("caller hung up as the call was answered")
+
+
+async def test_blocked_caller_hanging_up_on_answer_is_blocked() -> None:
+    channel = HangsUpOnAnswer()
+    call = await run_session(
+        channel, environment(), DEFAULT, lambda _call: None, BLOCKED
+    )
+    assert call.outcome is Outcome.TRAPPED_BLOCKED
+    assert channel.played == []
 
 
 async def test_blocked_outcome_is_a_trap() -> None:
