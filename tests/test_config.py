@@ -127,6 +127,39 @@ def test_loaded_recordings_are_read_only(tmp_path: Path) -> None:
         config.prompts.recordings["goodbye"] = tmp_path / "bye.wav"  # type: ignore[index]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Press {owner_key} for {owner}.",
+        "No placeholder at all.",
+        "Braces {{like this}} are literal, {decoy}.",
+    ],
+)
+def test_valid_prompt_placeholders(text: str) -> None:
+    config = config_module.parse({"prompts": {"main_menu": text}}, base_dir=Path("."))
+    assert config.prompts.main_menu == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Press {nobody}.", r"unknown placeholder \{nobody\}"),
+        ("Press {}.", r"unknown placeholder \{\}"),
+        ("Press {0}.", r"unknown placeholder \{0\}"),
+        ("Press {owner!r}.", "placeholders take no format or conversion"),
+        ("Press {owner:>9}.", "placeholders take no format or conversion"),
+        ("Press {owner.upper}.", r"unknown placeholder \{owner\.upper\}"),
+        ("Press {owner[0]}.", r"unknown placeholder \{owner\[0\]\}"),
+        ("Press {owner.", "invalid placeholder"),
+        ("Press owner}.", "invalid placeholder"),
+        ("Press {a{b}}.", "invalid placeholder"),
+    ],
+)
+def test_invalid_prompt_placeholders(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=r"prompts\.main_menu: " + message):
+        config_module.parse({"prompts": {"main_menu": text}}, base_dir=Path("."))
+
+
 def test_mail_settings_parse(tmp_path: Path) -> None:
     config = load_text(
         tmp_path,
