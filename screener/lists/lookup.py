@@ -38,34 +38,23 @@ def entries_from_rows(rows: Sequence[sqlite3.Row]) -> list[ListEntry]:
     A row that is invalid, such as one edited by hand with an expiry that is
     not a date, is skipped with a warning, and the others still apply.
     """
-    # Rows are read by position and enums by dict lookup: at 100,000 entries
-    # this is most of the time a server spends reloading the lists.
     try:
-        return [
-            ListEntry(
-                _LIST_NAMES[list_name],
-                _KINDS[kind],
-                value,
-                note,
-                date.fromisoformat(expires) if expires else None,
-                source,
-                entry_id,
-            )
-            for entry_id, list_name, kind, value, note, expires, source in rows
-        ]
+        return _convert(rows)
     except _ROW_ERRORS:
-        entries = (_entry_or_none(row) for row in rows)
-        return [entry for entry in entries if entry is not None]
+        # Convert again row by row, to skip only the invalid ones.
+        return [entry for row in rows for entry in _convert_or_skip(row)]
 
 
-# The exceptions that an invalid column value raises in entries_from_rows.
+# The exceptions that an invalid column value raises in _convert.
 _ROW_ERRORS = (KeyError, ValueError, TypeError)
 
 
-def _entry_or_none(row: sqlite3.Row) -> ListEntry | None:
-    entry_id, list_name, kind, value, note, expires, source = row
-    try:
-        return ListEntry(
+def _convert(rows: Sequence[sqlite3.Row]) -> list[ListEntry]:
+    """Convert rows to entries, raising one of _ROW_ERRORS for an invalid row."""
+    # Rows are read by position and enums by dict lookup: at 100,000 entries
+    # this is most of the time a server spends reloading the lists.
+    return [
+        ListEntry(
             _LIST_NAMES[list_name],
             _KINDS[kind],
             value,
@@ -74,7 +63,16 @@ def _entry_or_none(row: sqlite3.Row) -> ListEntry | None:
             source,
             entry_id,
         )
+        for entry_id, list_name, kind, value, note, expires, source in rows
+    ]
+
+
+def _convert_or_skip(row: sqlite3.Row) -> list[ListEntry]:
+    """Convert one row, or log why it is invalid and return no entry."""
+    try:
+        return _convert([row])
     except _ROW_ERRORS as exc:
+        entry_id, list_name, kind, _value, _note, expires, _source = row
         log.warning(
             "list entry %s skipped: invalid list %r, kind %r or expiry %r (%s)",
             entry_id,
@@ -83,7 +81,7 @@ def _entry_or_none(row: sqlite3.Row) -> ListEntry | None:
             expires,
             exc,
         )
-        return None
+        return []
 
 
 def candidate_index(connection: sqlite3.Connection, caller: CallerId) -> ListIndex:
