@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from screener.flow import Outcome
@@ -30,8 +31,16 @@ REPLY = "200 result=0 endpos=800\n"
 TIMEOUT_SECONDS = 30
 
 
-def run_script(arguments: list[str], tmp_path: Path) -> tuple[list[str], str]:
-    """Play Asterisk's side of one session; return the commands and stderr."""
+def run_script(
+    arguments: list[str],
+    tmp_path: Path,
+    after_stdout_closes: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> tuple[list[str], str]:
+    """Play Asterisk's side of one session; return the commands and stderr.
+
+    ``after_stdout_closes`` runs once the script has closed its stdout, while
+    its stdin is still open.
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "screener.agi.classic", *arguments],
         stdin=subprocess.PIPE,
@@ -49,6 +58,8 @@ def run_script(arguments: list[str], tmp_path: Path) -> tuple[list[str], str]:
         commands.append(line.strip())
         process.stdin.write(REPLY)
         process.stdin.flush()
+    if after_stdout_closes is not None:
+        after_stdout_closes(process)
     process.stdin.close()
     assert process.stderr is not None
     stderr = process.stderr.read()
@@ -102,32 +113,16 @@ def test_stdout_closes_before_log_write(tmp_path: Path) -> None:
     open_store(database).close()
     blocker = sqlite3.connect(database)
     blocker.execute("BEGIN EXCLUSIVE")
+    running_at_close: list[bool] = []
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "screener.agi.classic", str(config)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert process.stdin is not None
-    assert process.stdout is not None
-    process.stdin.write(ENVIRONMENT)
-    process.stdin.flush()
-    commands = []
-    for line in process.stdout:
-        commands.append(line.strip())
-        process.stdin.write(REPLY)
-        process.stdin.flush()
-    still_running = process.poll() is None
+    def release_lock(process: subprocess.Popen[str]) -> None:
+        running_at_close.append(process.poll() is None)
+        blocker.rollback()
+        blocker.close()
 
-    blocker.rollback()
-    blocker.close()
-    process.stdin.close()
-    process.wait(TIMEOUT_SECONDS)
+    commands, _stderr = run_script([str(config)], tmp_path, release_lock)
     assert commands[-1] == "HANGUP"
-    assert still_running
+    assert running_at_close == [True]
 
     store = open_store(database)
     calls = store.recent_calls(10)
