@@ -251,16 +251,21 @@ async def test_invalid_key_replays_menu(
     assert call.keys == "51"
 
 
-async def test_hangup_during_menu_logged_with_stage(
-    lab: LabProcess, screener_server: Screener
-) -> None:
+async def check_hangup_during_menu(lab: LabProcess, screener: Screener) -> None:
+    """Hang up 2.5 s into a call; check it is logged as a hang-up in the menu."""
     caller, _number = new_caller()
     result = await place_call(lab, keys=[], caller_id=caller, max_seconds=2.5)
 
-    call = await logged_call(screener_server, result)
+    call = await logged_call(screener, result)
     assert call.outcome is Outcome.TRAPPED_HANGUP
     assert call.stage is Stage.MENU
     assert result.rings == []
+
+
+async def test_hangup_during_menu_logged_with_stage(
+    lab: LabProcess, screener_server: Screener
+) -> None:
+    await check_hangup_during_menu(lab, screener_server)
 
 
 async def test_classic_agi_rings_owner(lab: LabProcess, classic_agi: Screener) -> None:
@@ -290,13 +295,7 @@ async def test_classic_agi_traps_decoy(lab: LabProcess, classic_agi: Screener) -
 async def test_classic_agi_hangup_during_menu_logged_with_stage(
     lab: LabProcess, classic_agi: Screener
 ) -> None:
-    caller, _number = new_caller()
-    result = await place_call(lab, keys=[], caller_id=caller, max_seconds=2.5)
-
-    call = await logged_call(classic_agi, result)
-    assert call.outcome is Outcome.TRAPPED_HANGUP
-    assert call.stage is Stage.MENU
-    assert result.rings == []
+    await check_hangup_during_menu(lab, classic_agi)
 
 
 async def test_classic_agi_keeps_caller_id_off_console(
