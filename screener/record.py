@@ -77,7 +77,7 @@ class Record:
         cls._field_names = tuple(names)
         cls._field_set = frozenset(names)
         cls._defaults = defaults
-        # For positional match patterns; mypy already derives them itself.
+        # For positional match patterns. mypy derives them itself.
         cls.__match_args__ = tuple(names)  # type: ignore[attr-defined, misc]
 
     def __init__(self, *arguments: Any, **values: Any) -> None:
@@ -129,12 +129,12 @@ class Record:
         return hash(tuple(self.__dict__[name] for name in self._field_names))
 
     def __repr__(self) -> str:
-        shown = ", ".join(
+        visible = ", ".join(
             f"{name}={self.__dict__[name]!r}"
             for name in self._field_names
             if name not in self._hidden_fields
         )
-        return f"{type(self).__qualname__}({shown})"
+        return f"{type(self).__qualname__}({visible})"
 
 
 def _is_class_variable(annotation: object) -> bool:
